@@ -1,0 +1,91 @@
+"""Every custom method, command, notification and setting of the mole-lsp server, in one place.
+
+Editors talk standard LSP to the server; this module documents what goes beyond it. The VS Code
+extension mirrors these names in ``vscode-extension/src/protocol.ts``; keep the two in step.
+
+Standard LSP used
+-----------------
+- ``textDocument/inlineCompletion`` (LSP 3.18, advertised with ``InlineCompletionOptions``): ghost text.
+- ``textDocument/completion``: the same generation as one completion item, for clients without 3.18.
+- ``$/cancelRequest``: stops a running generation between two tokens.
+- ``$/progress`` (work-done progress): model load and pack downloads.
+- ``window/showMessage``: bad settings, missing packs, degraded modes (said once).
+
+Commands (``workspace/executeCommand``; ``arguments`` is a list holding ONE object)
+-----------------------------------------------------------------------------------
+``mole.explain``    ``{"uri": str, "range": Range}`` → ``{"markdown": str, "language": str}``
+    Explains the selected code. The code is labelled by its language; the answer is generated in
+    automated mode (NL adapter for prose, the code's expert inside fences).
+``mole.translate``  ``{"uri": str, "range": Range, "target": str}`` →
+    ``{"code": str, "language": str, "vscodeLanguageId": str}``
+    ``target`` is a registry id or alias (``"rust"``, ``"c++"``). Manual mode: the source is read
+    with the source expert, the output is generated with the target expert.
+``mole.installPack`` ``{"languages": [str]}`` → ``{"installed": [str], "errors": {lang: reason}}``
+``mole.removePack``  ``{"languages": [str]}`` → ``{"removed": [str], "errors": {lang: reason}}``
+``mole.listPacks``   ``{}`` → ``{"packs": [PackInfo], "offline": bool, "repo": str, "revision": str}``
+``mole.status``      ``{}`` → ``Status`` (the same object as the ``mole/status`` notification)
+
+Notifications (server → client)
+-------------------------------
+``mole/status`` ``Status``: sent whenever the state, the active expert or offline-ness changes.
+
+Settings
+--------
+Sent as ``initializationOptions`` (the object below) and with ``workspace/didChangeConfiguration``
+(``{"settings": {"mole": {...}}}`` or the object itself). Every field is optional; an invalid value is
+reported with ``window/showMessage`` and the previous value stays in force. See ``SETTINGS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+# -- method names ---------------------------------------------------------------------------------
+CMD_EXPLAIN = "mole.explain"
+CMD_TRANSLATE = "mole.translate"
+CMD_INSTALL_PACK = "mole.installPack"
+CMD_REMOVE_PACK = "mole.removePack"
+CMD_LIST_PACKS = "mole.listPacks"
+CMD_STATUS = "mole.status"
+COMMANDS = (CMD_EXPLAIN, CMD_TRANSLATE, CMD_INSTALL_PACK, CMD_REMOVE_PACK, CMD_LIST_PACKS, CMD_STATUS)
+
+NOTIFY_STATUS = "mole/status"
+
+State = Literal["starting", "loading", "ready", "downloading", "generating", "error"]
+
+
+class Status(TypedDict):
+    state: State
+    activeExpert: str | None  # expert pack in use for the last request (may be a fallback)
+    activeLanguage: str | None  # registry id of the document the last request came from
+    baseOnly: bool  # no core pack: the bare base model answers
+    offline: bool  # HF_HUB_OFFLINE / no network: cached packs only
+    message: str | None  # human-readable detail ("downloading rust pack", an error, ...)
+
+
+class PackInfo(TypedDict):
+    language: str  # registry id
+    name: str  # display name
+    installed: bool
+    available: bool  # listed in the pack repository's index
+    sizeBytes: int | None
+    revision: str | None  # installed revision (commit sha)
+
+
+# -- settings ---------------------------------------------------------------------------------------
+# name → (type, default, help). The server validates against this table; the extension contributes
+# the same names under "mole.*" in package.json.
+SETTINGS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+    "baseModel": (str, "", "Hub repo id or local folder of the base model; empty = quick-start default."),
+    "packRepo": (str, "", "Hub repository holding the packs for this base; empty = the base's default."),
+    "packRevision": (str, "main", "Branch, tag or commit of the pack repository to install from."),
+    "cacheDir": (str, "", "Where models and packs are cached; empty = the platform's user cache."),
+    "device": (str, "auto", "auto, cpu, cuda or mps."),
+    "maxNewTokens": (int, 64, "Most tokens generated for one inline completion (1-1024)."),
+    "explainMaxNewTokens": (int, 256, "Most tokens for an explanation or a translation (1-4096)."),
+    "contextTokens": (int, 1024, "Token budget of the prompt around the cursor (64-16384)."),
+    "debounceMs": (int, 150, "Wait this long after the last edit before generating (0-5000)."),
+    "enable": (dict, {"*": True}, "Per VS Code languageId on/off map; '*' is the default."),
+    "offline": (bool, False, "Never touch the network: cached packs only."),
+    "autoInstallPacks": (bool, True, "Download a missing expert pack the first time a language is used."),
+}
