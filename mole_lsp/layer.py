@@ -1,0 +1,177 @@
+"""The MoLE linear layer: one frozen base linear plus token-routed low-rank adapters.
+
+For a token x routed to
+
+- an expert slot ``e``: ``y = W_res x + s_s B_s A_s x + s_e B_e A_e x``
+- NL:                   ``y = W_res x + s_nl B_nl A_nl x``
+- unknown code:         ``y = W_res x + s_s B_s A_s x``
+- padding:              ``y = W_res x``
+
+The base linear runs once over all tokens. Tokens are then sorted by adapter group (one permutation per
+forward, see :mod:`mole_lsp.routing`) and every group runs one rank-(r_s + r_e) product over its
+contiguous slice: shared and expert factors are concatenated (scales folded into A), so a code token
+costs the same as one rank-64 LoRA, and no adapter ever sees tokens that are not its own.
+
+How the layer is put into a model lives in :mod:`mole_lsp.model`; how its factors are initialised, in
+:mod:`mole_lsp.init`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mole_lsp.config import MoleConfig
+from mole_lsp.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
+
+
+class LoraPair(nn.Module):
+    """Low-rank factors ``scale * B @ A`` (A: r x in, B: out x r)."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, scale: float, dtype: torch.dtype,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.r = r
+        self.scale = scale
+        self.A = nn.Parameter(torch.zeros(r, in_features, dtype=dtype, device=device))
+        self.B = nn.Parameter(torch.zeros(out_features, r, dtype=dtype, device=device))
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (self.B @ self.A)
+
+
+class MoleLinear(nn.Module):
+    """Wraps one ``nn.Linear``; its weight becomes the frozen residual ``W_res``."""
+
+    def __init__(self, base: nn.Linear, config: MoleConfig, state: RoutingState, slots: list[str]) -> None:
+        super().__init__()
+        self.base = base
+        self.base.requires_grad_(False)
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.config = config
+        self.state = state  # shared by all layers of the model; not a submodule
+        self.slots = slots  # expert slot -> language id; the model's list, shared by reference
+        self.adapter_dtype = getattr(torch, config.adapter_dtype)
+        dev = base.weight.device
+        self.shared = self._pair(config.r_shared, config.scale_shared, dev) if config.r_shared else None
+        self.nl = (
+            self._pair(config.r_nl or 0, config.scale_nl, dev)
+            if config.nl_mode == "adapter" and config.r_nl
+            else None
+        )
+        self.experts = nn.ModuleDict()
+        # Low-rank components removed from the ORIGINAL weight: W_res = W - res_B @ res_A. Packs carry
+        # them so the untouched base checkpoint can be turned into the trained residual.
+        self.register_buffer("res_A", torch.zeros(0, self.in_features, dtype=torch.float32, device=dev))
+        self.register_buffer("res_B", torch.zeros(self.out_features, 0, dtype=torch.float32, device=dev))
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self._merged: tuple[int, torch.Tensor] | None = None
+        self._cache: dict[int, tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+
+    def _pair(self, r: int, scale: float, device: torch.device) -> LoraPair:
+        return LoraPair(self.in_features, self.out_features, r, scale, self.adapter_dtype, device)
+
+    # -- experts ---------------------------------------------------------------------------------------
+    def add_expert(self, lang: str) -> LoraPair | None:
+        if not self.config.r_expert:
+            return None
+        pair = self._pair(self.config.r_expert, self.config.scale_expert, self.base.weight.device)
+        self.experts[lang] = pair
+        return pair
+
+    def remove_expert(self, lang: str) -> None:
+        if lang in self.experts:
+            del self.experts[lang]
+        self._cache.clear()
+        self._merged = None
+
+    # -- factors per route --------------------------------------------------------------------------------
+    def _parts(self, route: int) -> list[LoraPair]:
+        if route == ROUTE_NL:
+            return [self.nl] if self.nl is not None else []
+        if route == ROUTE_PAD:
+            return []
+        parts = [self.shared] if self.shared is not None else []
+        if route != ROUTE_UNKNOWN:
+            expert = self.experts[self.slots[route]] if self.slots[route] in self.experts else None
+            if expert is not None:
+                parts.append(expert)
+        return parts
+
+    def factors(self, route: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(A, B) of the route with scales folded into A, shared and expert concatenated; None = no adapter."""
+        parts = self._parts(route)
+        if not parts:
+            return None
+        if torch.is_grad_enabled() and any(p.A.requires_grad for p in parts):
+            return self._concat(parts)
+        # Inference: reuse the concatenation while no factor changed (in-place updates bump _version).
+        key = tuple(t._version for p in parts for t in (p.A, p.B)) + tuple(id(p) for p in parts)
+        hit = self._cache.get(route)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        with torch.no_grad():
+            a, b = self._concat(parts)
+        self._cache[route] = (key, a, b)
+        return a, b
+
+    @staticmethod
+    def _concat(parts: Sequence[LoraPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(parts) == 1:
+            return parts[0].A * parts[0].scale, parts[0].B
+        return torch.cat([p.A * p.scale for p in parts]), torch.cat([p.B for p in parts], dim=1)
+
+    def delta(self, x: torch.Tensor, route: int) -> torch.Tensor | None:
+        """Adapter output for tokens ``x`` (n x in) that all take ``route``."""
+        f = self.factors(route)
+        if f is None:
+            return None
+        a, b = f
+        h = F.linear(self.dropout(x.to(a.dtype)), a)
+        return F.linear(h, b)
+
+    # -- merged fast path ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge(self, route: int) -> None:
+        """Fold the route's adapters into a second weight, used while every token takes that route."""
+        f = self.factors(route)
+        w = self.base.weight
+        merged = w.float().clone() if f is None else torch.addmm(w.float(), f[1].float(), f[0].float())
+        self._merged = (route, merged.to(w.dtype))
+
+    def unmerge(self) -> None:
+        self._merged = None
+
+    @property
+    def merged_route(self) -> int | None:
+        return None if self._merged is None else self._merged[0]
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        plan = self.state.plan(lead.numel())
+        single = plan.single_route
+        if self._merged is not None and single == self._merged[0]:
+            return F.linear(x, self._merged[1], self.base.bias)
+        y = self.base(x)
+        if single is not None:
+            d = self.delta(x.reshape(-1, self.in_features), single)
+            return y if d is None else y + d.to(y.dtype).view(*lead, self.out_features)
+        if not plan.groups:
+            return y
+        x2 = x.reshape(-1, self.in_features)
+        xs = x2.index_select(0, plan.order)
+        outs = []
+        for g in plan.groups:
+            d = self.delta(xs[g.start:g.stop], g.route)
+            outs.append(d if d is not None else xs.new_zeros(g.stop - g.start, self.out_features, dtype=self.adapter_dtype))
+        upd = torch.cat(outs).to(y.dtype)
+        return y.reshape(-1, self.out_features).index_add(0, plan.order, upd).view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"in={self.in_features}, out={self.out_features}, r_shared={c.r_shared}, r_expert={c.r_expert}, "
+                f"r_nl={c.r_nl if self.nl is not None else 0}, experts={list(self.experts)}")
