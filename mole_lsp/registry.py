@@ -169,7 +169,7 @@ class Registry:
         if hit is None:
             for prefix in _TAG_PREFIXES:
                 if word.startswith(prefix):
-                    hit = self._fence.get(word[len(prefix):])
+                    hit = self._fence.get(word[len(prefix) :])
                     break
         return hit
 
@@ -219,7 +219,9 @@ def _check_language(lang: Language) -> None:
     if not isinstance(lang.id, str) or not _ID_RE.fullmatch(lang.id):
         raise RegistryError(f"{where}: id must be lower case [a-z][a-z0-9_+-]*")
     if lang.id in RESERVED_IDS:
-        raise RegistryError(f"{where}: id is reserved for the fence parser ({', '.join(sorted(RESERVED_IDS))})")
+        raise RegistryError(
+            f"{where}: id is reserved for the fence parser ({', '.join(sorted(RESERVED_IDS))})"
+        )
     if not isinstance(lang.name, str) or not lang.name.strip():
         raise RegistryError(f"{where}: name must be a non-empty string")
     for field in ("vscode_ids", "aliases", "extensions"):
