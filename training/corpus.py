@@ -1,0 +1,388 @@
+"""Mine local source trees into instruction samples for one language expert.
+
+    python -m training.corpus SRC... --language L --out FILE.jsonl [--max-per-file N]
+        [--fim-rate F] [--seed S] [--heldout-fraction F] [--max-samples N]
+
+SRC may be a directory, a single file or a .zip archive (the JDK's src.zip); archives found inside
+a directory are read too. Each line of the output is one sample shaped like glaive-code-assistant
+(``question``, ``answer`` with a fenced code block tagged with the language id) plus ``language``,
+``kind`` (doc2code | code2doc | fim), ``source`` (path relative to its SRC root), ``split``
+(train | heldout, by a hash of that path so that one file never feeds both sides) and ``symbol``.
+
+Runs are deterministic for a given seed: files are visited in a seeded order, each file has its own
+RNG, and duplicates (same normalised code) keep their first occurrence in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+from training import corpus_extract as extract_mod
+from training.corpus_docs import looks_like_licence
+from training.corpus_samples import BUILDERS
+from training.corpus_sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header
+
+KINDS = ("doc2code", "code2doc", "fim")
+
+# Registry ids this builder can mine, and the grammar each file suffix needs. The registry decides
+# which files belong to a language; these are only parser choices.
+SUPPORTED = ("python", "java", "cpp", "c", "go", "rust", "javascript", "typescript")
+# libstdc++ ships template bodies in .tcc files and most headers without any suffix; the registry
+# maps .h to C. When mining C++ these are read with the C++ grammar anyway.
+_CPP_EXTRA_SUFFIXES = (".h", ".tcc")
+_CPP_MODE_LINE_RE = re.compile(r"-\*-\s*(?:mode:\s*)?c\+\+\s*-\*-", re.IGNORECASE)
+
+
+# --- language registry seam ----------------------------------------------------------------------
+
+class _Registry:
+    """Thin view of the project registry: canonical ids, display names and file ownership."""
+
+    def __init__(self) -> None:
+        from mole_lsp.registry import load_registry
+
+        self._reg = load_registry()
+
+    def resolve(self, name: str) -> str | None:
+        return self._reg.resolve(name)
+
+    def by_path(self, path: str) -> str | None:
+        return self._reg.by_path(path)
+
+    def display(self, lang: str) -> str:
+        for attr in ("display_name", "name_of"):
+            fn = getattr(self._reg, attr, None)
+            if callable(fn):
+                return str(fn(lang))
+        for attr in ("get", "language", "__getitem__"):
+            fn = getattr(self._reg, attr, None)
+            if callable(fn):
+                try:
+                    entry = fn(lang)
+                except (KeyError, LookupError, TypeError):
+                    continue
+                name = getattr(entry, "name", None) or getattr(entry, "display_name", None)
+                if name:
+                    return str(name)
+        return lang
+
+
+class _TomlRegistry:
+    """Reads packs/languages.toml directly while ``mole_lsp.registry`` is not available."""
+
+    def __init__(self) -> None:
+        import tomllib
+        from importlib import resources
+
+        try:
+            data = resources.files("mole_lsp.data").joinpath("languages.toml").read_bytes()
+        except (ModuleNotFoundError, FileNotFoundError):
+            data = (Path(__file__).resolve().parent.parent / "packs" / "languages.toml").read_bytes()
+        langs = tomllib.loads(data.decode("utf-8"))["language"]
+        self._names = {lang["id"]: lang.get("name", lang["id"]) for lang in langs}
+        self._aliases: dict[str, str] = {}
+        self._suffixes: dict[str, str] = {}
+        for lang in langs:
+            for alias in [lang["id"], *lang.get("aliases", [])]:
+                self._aliases.setdefault(alias.lower(), lang["id"])
+            for ext in lang.get("extensions", []):
+                self._suffixes.setdefault(ext.lower(), lang["id"])
+
+    def resolve(self, name: str) -> str | None:
+        return self._aliases.get(name.strip().lower())
+
+    def by_path(self, path: str) -> str | None:
+        name = PurePosixPath(path).name.lower()
+        if name in self._suffixes:
+            return self._suffixes[name]
+        return self._suffixes.get(PurePosixPath(name).suffix)
+
+    def display(self, lang: str) -> str:
+        return self._names.get(lang, lang)
+
+
+def load_languages() -> _Registry | _TomlRegistry:
+    try:
+        return _Registry()
+    except ImportError:
+        return _TomlRegistry()
+
+
+# --- per-language file plan ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LanguagePlan:
+    language: str
+    display: str
+    registry: Any
+
+    def wants(self, path: str) -> bool:
+        """Cheap name test; extensionless C++ headers are confirmed later by their mode line."""
+        owner = self.registry.by_path(path)
+        if owner == self.language:
+            return True
+        if self.language == "cpp":
+            name = PurePosixPath(path).name
+            return path.lower().endswith(_CPP_EXTRA_SUFFIXES) or ("." not in name and owner is None)
+        return False
+
+    def grammar(self, path: str, text: str) -> str | None:
+        """Grammar key for a file, or None when the file turns out not to be this language."""
+        lower = path.lower()
+        if self.language == "typescript":
+            return "tsx" if lower.endswith(".tsx") else "typescript"
+        if self.language == "cpp" and "." not in PurePosixPath(path).name:
+            first = text.split("\n", 2)[:2]
+            return "cpp" if any(_CPP_MODE_LINE_RE.search(ln) for ln in first) else None
+        return self.language
+
+
+# --- the builder ----------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    max_per_file: int = 8
+    fim_rate: float = 0.3
+    seed: int = 42
+    heldout_fraction: float = 0.05
+    max_samples: int = 0  # 0: no limit
+    min_lines: int = 4
+    max_lines: int = 60
+    max_chars: int = 3000
+
+
+@dataclass
+class Stats:
+    language: str = ""
+    files_found: int = 0
+    files_scanned: int = 0
+    files_with_parse_errors: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    functions: int = 0
+    documented: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    samples: Counter[str] = field(default_factory=Counter)
+    splits: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "language": self.language, "files_found": self.files_found, "files_scanned": self.files_scanned,
+            "files_with_parse_errors": self.files_with_parse_errors, "skipped": dict(self.skipped),
+            "functions": self.functions, "documented": self.documented, "dropped": dict(self.dropped),
+            "samples": dict(self.samples), "splits": dict(self.splits), "seconds": round(self.seconds, 2),
+        }
+
+
+def split_of(source: str, heldout_fraction: float) -> str:
+    """train/heldout from a hash of the file's path, so a whole file lands on one side, whatever the
+    seed or the order of the run."""
+    h = int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "heldout" if h < heldout_fraction else "train"
+
+
+def _normalised_hash(code: str) -> str:
+    return hashlib.sha1(re.sub(r"\s+", "", code).encode("utf-8")).hexdigest()
+
+
+def _file_order_key(seed: int, source: str) -> str:
+    return hashlib.sha256(f"{seed}\0{source}".encode()).hexdigest()
+
+
+def build_corpus(roots: Sequence[Path | str], language: str, out: TextIO, options: Options | None = None,
+                 registry: Any = None) -> Stats:
+    """Mine ``roots`` for ``language`` (any name the registry resolves) and write JSONL to ``out``."""
+    opts = options or Options()
+    reg = registry or load_languages()
+    lang = reg.resolve(language)
+    if lang is None or lang not in SUPPORTED:
+        raise ValueError(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED)}")
+    plan = LanguagePlan(lang, reg.display(lang), reg)
+    stats = Stats(language=lang)
+    started = time.perf_counter()
+    seen: set[str] = set()
+    total = 0
+    with ExitStack() as stack:
+        cands = list(iter_candidates([Path(r) for r in roots], stack, plan.wants,
+                                     lambda reason: stats.skipped.update([reason])))
+        # A seeded file order: a --max-samples cap then draws from the whole tree, not its first folders.
+        cands.sort(key=lambda c: _file_order_key(opts.seed, c.source))
+        stats.files_found = len(cands)
+        for cand in cands:
+            if opts.max_samples and total >= opts.max_samples:
+                break
+            total += _mine_file(cand, plan, opts, stats, seen, out, opts.max_samples - total
+                                if opts.max_samples else None)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats, seen: set[str],
+               out: TextIO, room: int | None) -> int:
+    try:
+        text = load_text(cand)
+    except SkipFile as skip:
+        stats.skipped[skip.reason] += 1
+        return 0
+    grammar = plan.grammar(cand.name, text)
+    if grammar is None:
+        stats.skipped["other_language"] += 1
+        return 0
+    text = strip_licence_header(text, hash_comments=grammar == "python")
+    try:
+        result = extract_mod.extract(text, grammar)
+    except extract_mod.ParseError:
+        stats.skipped["syntax_error"] += 1
+        return 0
+    except RecursionError:
+        stats.skipped["too_deep"] += 1
+        return 0
+    stats.files_scanned += 1
+    stats.files_with_parse_errors += result.had_errors
+    stats.functions += len(result.functions)
+    stats.documented += sum(fn.doc is not None for fn in result.functions)
+
+    rng = random.Random(f"{opts.seed}\0{cand.source}")
+    functions = [fn for fn in result.functions if _keep(fn, opts, stats)]
+    rng.shuffle(functions)
+    # Documented functions are the scarce ones: they get a file's capped slots first.
+    functions.sort(key=lambda fn: fn.doc is None)
+    split = split_of(cand.source, opts.heldout_fraction)
+    cap = opts.max_per_file if room is None else min(opts.max_per_file, room)
+    written = 0
+    for fn in functions:
+        if written >= cap:
+            stats.dropped["file_cap"] += 1
+            continue
+        key = _normalised_hash(fn.code)
+        if key in seen:
+            stats.dropped["duplicate"] += 1
+            continue
+        sample = _sample(fn, plan, opts, rng, stats)
+        if sample is None:
+            stats.dropped["undocumented"] += 1
+            continue
+        seen.add(key)
+        kind, qa = sample
+        record = {**qa, "language": plan.language, "kind": kind, "source": cand.source, "split": split,
+                  "symbol": fn.name}
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stats.samples[kind] += 1
+        stats.splits[split] += 1
+        written += 1
+    return written
+
+
+def _keep(fn: extract_mod.Function, opts: Options, stats: Stats) -> bool:
+    lines = sum(1 for ln in fn.code.split("\n") if ln.strip())
+    if lines < opts.min_lines:
+        stats.dropped["tiny"] += 1
+        return False
+    if lines > opts.max_lines or len(fn.text) > opts.max_chars:
+        stats.dropped["huge"] += 1
+        return False
+    if looks_like_licence(fn.code):
+        stats.dropped["licence_text"] += 1
+        return False
+    return True
+
+
+def _sample(fn: extract_mod.Function, plan: LanguagePlan, opts: Options, rng: random.Random,
+            stats: Stats) -> tuple[str, dict[str, str]] | None:
+    """Pick a kind so that about ``fim_rate`` of all samples are FIM.
+
+    A documented function becomes FIM with probability fim_rate, else doc2code or code2doc.
+    Undocumented functions can only give FIM; they are used while the FIM share is below target,
+    which keeps trees with few doc comments from turning into FIM-only corpora.
+    """
+    doc_kind = rng.choice(("doc2code", "code2doc"))
+    if fn.doc is None:
+        done = sum(stats.samples.values())
+        if stats.samples["fim"] >= opts.fim_rate * (done + 1):
+            return None
+        order = ["fim"]
+    else:
+        order = ["fim", doc_kind] if rng.random() < opts.fim_rate else [doc_kind]
+    for kind in order:
+        qa = BUILDERS[kind](fn, plan.language, plan.display, rng)
+        if qa is not None:
+            return kind, qa
+    return None
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def format_summary(stats: Stats) -> str:
+    rows: list[tuple[str, str]] = [
+        ("language", stats.language),
+        ("files found", str(stats.files_found)),
+        ("files scanned", str(stats.files_scanned)),
+        ("  with parse errors (partly used)", str(stats.files_with_parse_errors)),
+    ]
+    rows += [(f"  skipped: {k}", str(v)) for k, v in sorted(stats.skipped.items())]
+    rows += [("functions found", str(stats.functions)), ("  documented", str(stats.documented))]
+    rows += [(f"  dropped: {k}", str(v)) for k, v in sorted(stats.dropped.items())]
+    rows += [(f"samples: {k}", str(stats.samples.get(k, 0))) for k in KINDS]
+    rows += [("samples total", str(sum(stats.samples.values())))]
+    rows += [(f"split: {k}", str(stats.splits.get(k, 0))) for k in ("train", "heldout")]
+    rows += [("seconds", f"{stats.seconds:.1f}")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _fraction(value: str) -> float:
+    f = float(value)
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return f
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.corpus", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", nargs="+", type=Path, help="source directories, files or .zip archives")
+    parser.add_argument("--language", required=True, help="language id or alias (registry)")
+    parser.add_argument("--out", required=True, type=Path, help="output JSONL file")
+    parser.add_argument("--max-per-file", type=int, default=Options.max_per_file)
+    parser.add_argument("--fim-rate", type=_fraction, default=Options.fim_rate)
+    parser.add_argument("--seed", type=int, default=Options.seed)
+    parser.add_argument("--heldout-fraction", type=_fraction, default=Options.heldout_fraction)
+    parser.add_argument("--max-samples", type=int, default=0, help="stop after this many samples (0: all)")
+    parser.add_argument("--min-lines", type=int, default=Options.min_lines)
+    parser.add_argument("--max-lines", type=int, default=Options.max_lines)
+    parser.add_argument("--json-summary", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    opts = Options(max_per_file=args.max_per_file, fim_rate=args.fim_rate, seed=args.seed,
+                   heldout_fraction=args.heldout_fraction, max_samples=args.max_samples,
+                   min_lines=args.min_lines, max_lines=args.max_lines)
+    missing = [str(s) for s in args.src if not s.exists()]
+    if missing:
+        parser.error(f"no such source: {', '.join(missing)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".part")
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            stats = build_corpus(args.src, args.language, out, opts)
+    except (ValueError, ImportError) as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.replace(tmp, args.out)
+    print(json.dumps(stats.as_dict(), indent=2) if args.json_summary else format_summary(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
