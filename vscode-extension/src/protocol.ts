@@ -1,0 +1,169 @@
+/**
+ * Names and shapes of everything the mole-lsp server speaks beyond standard LSP.
+ *
+ * The reference is `mole_lsp/protocol.py` in the repository root: this file only mirrors it for the
+ * extension. When the two disagree, protocol.py wins; change both together.
+ *
+ * This module must not import 'vscode' (it is used by the unit tests, which run in plain Node).
+ */
+
+/** An LSP range (zero-based line and UTF-16 character offsets). */
+export interface LspPosition {
+  line: number;
+  character: number;
+}
+
+export interface LspRange {
+  start: LspPosition;
+  end: LspPosition;
+}
+
+// -- commands (workspace/executeCommand, `arguments` is a list holding ONE object) ----------------
+
+export const CMD_EXPLAIN = 'mole.explain';
+export const CMD_TRANSLATE = 'mole.translate';
+export const CMD_INSTALL_PACK = 'mole.installPack';
+export const CMD_REMOVE_PACK = 'mole.removePack';
+export const CMD_LIST_PACKS = 'mole.listPacks';
+export const CMD_STATUS = 'mole.status';
+
+export const COMMANDS = [
+  CMD_EXPLAIN,
+  CMD_TRANSLATE,
+  CMD_INSTALL_PACK,
+  CMD_REMOVE_PACK,
+  CMD_LIST_PACKS,
+  CMD_STATUS,
+] as const;
+
+export type ServerCommand = (typeof COMMANDS)[number];
+
+export interface ExplainParams {
+  uri: string;
+  range: LspRange;
+}
+
+export interface ExplainResult {
+  markdown: string;
+  /** Registry id of the explained code's language. */
+  language: string;
+}
+
+export interface TranslateParams {
+  uri: string;
+  range: LspRange;
+  /** Registry id or alias of the target language ("rust", "c++"). */
+  target: string;
+}
+
+export interface TranslateResult {
+  code: string;
+  /** Registry id of the target language. */
+  language: string;
+  /** VS Code languageId to open the result with. */
+  vscodeLanguageId: string;
+}
+
+export interface PackListParams {
+  languages: string[];
+}
+
+export interface InstallPackResult {
+  installed: string[];
+  errors: Record<string, string>;
+}
+
+export interface RemovePackResult {
+  removed: string[];
+  errors: Record<string, string>;
+}
+
+export interface PackInfo {
+  /** Registry id. */
+  language: string;
+  /** Display name. */
+  name: string;
+  installed: boolean;
+  /** Listed in the pack repository's index. */
+  available: boolean;
+  sizeBytes: number | null;
+  /** Installed revision (commit sha). */
+  revision: string | null;
+}
+
+export interface ListPacksResult {
+  packs: PackInfo[];
+  offline: boolean;
+  repo: string;
+  revision: string;
+}
+
+/** Maps each server command to the type of its single argument and of its result. */
+export interface CommandSignatures {
+  [CMD_EXPLAIN]: { params: ExplainParams; result: ExplainResult };
+  [CMD_TRANSLATE]: { params: TranslateParams; result: TranslateResult };
+  [CMD_INSTALL_PACK]: { params: PackListParams; result: InstallPackResult };
+  [CMD_REMOVE_PACK]: { params: PackListParams; result: RemovePackResult };
+  [CMD_LIST_PACKS]: { params: Record<string, never>; result: ListPacksResult };
+  [CMD_STATUS]: { params: Record<string, never>; result: Status };
+}
+
+// -- notifications (server → client) ----------------------------------------------------------------
+
+export const NOTIFY_STATUS = 'mole/status';
+
+export const STATES = ['starting', 'loading', 'ready', 'downloading', 'generating', 'error'] as const;
+export type State = (typeof STATES)[number];
+
+export interface Status {
+  state: State;
+  /** Expert pack in use for the last request (may be a fallback). */
+  activeExpert: string | null;
+  /** Registry id of the document the last request came from. */
+  activeLanguage: string | null;
+  /** No core pack: the bare base model answers. */
+  baseOnly: boolean;
+  /** HF_HUB_OFFLINE / no network: cached packs only. */
+  offline: boolean;
+  /** Human-readable detail ("downloading rust pack", an error, ...). */
+  message: string | null;
+}
+
+// -- settings ---------------------------------------------------------------------------------------
+
+/**
+ * The server's settings as sent in `initializationOptions` and in
+ * `workspace/didChangeConfiguration` (`{settings: {mole: ServerSettings}}`). Every field is optional.
+ */
+export interface ServerSettings {
+  baseModel?: string;
+  packRepo?: string;
+  packRevision?: string;
+  cacheDir?: string;
+  device?: string;
+  maxNewTokens?: number;
+  explainMaxNewTokens?: number;
+  contextTokens?: number;
+  debounceMs?: number;
+  enable?: Record<string, boolean>;
+  offline?: boolean;
+  autoInstallPacks?: boolean;
+}
+
+export type ServerSettingName = keyof ServerSettings;
+
+/** The defaults of protocol.py's SETTINGS table. */
+export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
+  baseModel: '',
+  packRepo: '',
+  packRevision: 'main',
+  cacheDir: '',
+  device: 'auto',
+  maxNewTokens: 64,
+  explainMaxNewTokens: 256,
+  contextTokens: 1024,
+  debounceMs: 150,
+  enable: { '*': true },
+  offline: false,
+  autoInstallPacks: true,
+};
