@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
+from mole_lsp.registry import Registry, load_registry
 from training import corpus_extract as extract_mod
 from training.corpus_docs import looks_like_licence
 from training.corpus_samples import BUILDERS
@@ -46,88 +47,13 @@ _CPP_EXTRA_SUFFIXES = (".h", ".tcc")
 _CPP_MODE_LINE_RE = re.compile(r"-\*-\s*(?:mode:\s*)?c\+\+\s*-\*-", re.IGNORECASE)
 
 
-# --- language registry seam ----------------------------------------------------------------------
-
-class _Registry:
-    """Thin view of the project registry: canonical ids, display names and file ownership."""
-
-    def __init__(self) -> None:
-        from mole_lsp.registry import load_registry
-
-        self._reg = load_registry()
-
-    def resolve(self, name: str) -> str | None:
-        return self._reg.resolve(name)
-
-    def by_path(self, path: str) -> str | None:
-        return self._reg.by_path(path)
-
-    def display(self, lang: str) -> str:
-        for attr in ("display_name", "name_of"):
-            fn = getattr(self._reg, attr, None)
-            if callable(fn):
-                return str(fn(lang))
-        for attr in ("get", "language", "__getitem__"):
-            fn = getattr(self._reg, attr, None)
-            if callable(fn):
-                try:
-                    entry = fn(lang)
-                except (KeyError, LookupError, TypeError):
-                    continue
-                name = getattr(entry, "name", None) or getattr(entry, "display_name", None)
-                if name:
-                    return str(name)
-        return lang
-
-
-class _TomlRegistry:
-    """Reads packs/languages.toml directly while ``mole_lsp.registry`` is not available."""
-
-    def __init__(self) -> None:
-        import tomllib
-        from importlib import resources
-
-        try:
-            data = resources.files("mole_lsp.data").joinpath("languages.toml").read_bytes()
-        except (ModuleNotFoundError, FileNotFoundError):
-            data = (Path(__file__).resolve().parent.parent / "packs" / "languages.toml").read_bytes()
-        langs = tomllib.loads(data.decode("utf-8"))["language"]
-        self._names = {lang["id"]: lang.get("name", lang["id"]) for lang in langs}
-        self._aliases: dict[str, str] = {}
-        self._suffixes: dict[str, str] = {}
-        for lang in langs:
-            for alias in [lang["id"], *lang.get("aliases", [])]:
-                self._aliases.setdefault(alias.lower(), lang["id"])
-            for ext in lang.get("extensions", []):
-                self._suffixes.setdefault(ext.lower(), lang["id"])
-
-    def resolve(self, name: str) -> str | None:
-        return self._aliases.get(name.strip().lower())
-
-    def by_path(self, path: str) -> str | None:
-        name = PurePosixPath(path).name.lower()
-        if name in self._suffixes:
-            return self._suffixes[name]
-        return self._suffixes.get(PurePosixPath(name).suffix)
-
-    def display(self, lang: str) -> str:
-        return self._names.get(lang, lang)
-
-
-def load_languages() -> _Registry | _TomlRegistry:
-    try:
-        return _Registry()
-    except ImportError:
-        return _TomlRegistry()
-
-
 # --- per-language file plan ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LanguagePlan:
     language: str
     display: str
-    registry: Any
+    registry: Registry
 
     def wants(self, path: str) -> bool:
         """Cheap name test; extensionless C++ headers are confirmed later by their mode line."""
@@ -203,14 +129,14 @@ def _file_order_key(seed: int, source: str) -> str:
 
 
 def build_corpus(roots: Sequence[Path | str], language: str, out: TextIO, options: Options | None = None,
-                 registry: Any = None) -> Stats:
+                 registry: Registry | None = None) -> Stats:
     """Mine ``roots`` for ``language`` (any name the registry resolves) and write JSONL to ``out``."""
     opts = options or Options()
-    reg = registry or load_languages()
+    reg = registry or load_registry()
     lang = reg.resolve(language)
     if lang is None or lang not in SUPPORTED:
         raise ValueError(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED)}")
-    plan = LanguagePlan(lang, reg.display(lang), reg)
+    plan = LanguagePlan(lang, reg.get(lang).name, reg)
     stats = Stats(language=lang)
     started = time.perf_counter()
     seen: set[str] = set()
