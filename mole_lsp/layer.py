@@ -69,6 +69,7 @@ class MoleLinear(nn.Module):
         self.register_buffer("res_B", torch.zeros(self.out_features, 0, dtype=torch.float32, device=dev))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self._merged: tuple[int, torch.Tensor] | None = None
+        self._merged_buf: torch.Tensor | None = None
         self._cache: dict[int, tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
 
     def _pair(self, r: int, scale: float, device: torch.device) -> LoraPair:
@@ -136,14 +137,28 @@ class MoleLinear(nn.Module):
     # -- merged fast path ------------------------------------------------------------------------------
     @torch.no_grad()
     def merge(self, route: int) -> None:
-        """Fold the route's adapters into a second weight, used while every token takes that route."""
+        """Fold the route's adapters into a second weight, used while every token takes that route.
+
+        The residual weight is kept (other routes still need it), and the merged buffer is reused by the
+        next merge, so switching languages costs one addmm per layer and no allocation.
+        """
         f = self.factors(route)
         w = self.base.weight
-        merged = w.float().clone() if f is None else torch.addmm(w.float(), f[1].float(), f[0].float())
-        self._merged = (route, merged.to(w.dtype))
+        buf = self._merged_buf
+        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype or buf.device != w.device:
+            buf = self._merged_buf = torch.empty_like(w)
+        if f is None:
+            buf.copy_(w)
+        elif w.dtype == f[0].dtype:
+            torch.addmm(w, f[1], f[0], out=buf)
+        else:  # e.g. bf16 base with fp32 adapters: add in fp32, round once
+            buf.copy_(torch.addmm(w.float(), f[1].float(), f[0].float()))
+        self._merged = (route, buf)
 
-    def unmerge(self) -> None:
+    def unmerge(self, free: bool = False) -> None:
         self._merged = None
+        if free:
+            self._merged_buf = None
 
     @property
     def merged_route(self) -> int | None:

@@ -143,9 +143,10 @@ class MoleModel(nn.Module):
         for layer in self.layers.values():
             layer.merge(route)
 
-    def unmerge(self) -> None:
+    def unmerge(self, free: bool = False) -> None:
+        """Back to the grouped path; ``free=True`` also drops the merged weight buffers."""
         for layer in self.layers.values():
-            layer.unmerge()
+            layer.unmerge(free)
 
     # -- parameters by part -----------------------------------------------------------------------------
     def adapter_tensors(self, part: str) -> dict[str, torch.Tensor]:
