@@ -1,0 +1,244 @@
+"""Prompt building: what the model reads for a completion, an explanation or a translation.
+
+Every builder returns a :class:`Prompt`: the token ids, the text they decode to (labelled by the one
+fence parser, so routing of the prompt matches training), and what the generation loop needs to stop
+well (stop strings, the suffix a completion must not repeat).
+
+Completion prompts are cut to a token budget with the real tokenizer. The text nearest the cursor
+matters most, so the prefix is filled first (from the cursor backwards) and the suffix gets what is
+left, at most a quarter of the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mole_lsp.detok import token_labels
+from mole_lsp.fence import NL
+from mole_lsp.registry import Registry, load_registry
+
+# A rough upper bound of characters per token, used only to avoid tokenizing megabytes of a file
+# before the exact cut: the exact cut is always made on tokens.
+_CHARS_PER_TOKEN_BOUND = 12
+_SUFFIX_SHARE = 4  # the suffix gets at most budget // 4 tokens
+
+
+class FimLike(Protocol):
+    """The fill-in-the-middle token strings of a base model (BaseModelInfo.fim)."""
+
+    prefix: str
+    suffix: str
+    middle: str
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    labels: list[str]  # fence label per prompt token (completion prompts: the document language)
+    kind: str  # "fim", "prefix", "explain", "translate", "raw"
+    stop: list[str] = field(default_factory=list)  # generation ends before any of these strings
+    suffix: str = ""  # completion: text after the cursor (never echoed)
+    indent: str = ""  # completion: indentation of the cursor's line (end-of-block rule)
+    line_prefix: str = ""  # completion: text of the cursor's line before the cursor
+    prefilled: str = ""  # assistant text already in the prompt (e.g. the opening fence of a translation)
+    text: str | None = None  # the prompt as text, when it was built from text (fence state at its end)
+
+
+# -- completion ---------------------------------------------------------------------------------------
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _special_id(tokenizer: Any, token: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tid == getattr(tokenizer, "unk_token_id", None):
+        raise ValueError(f"the tokenizer has no token {token!r}")
+    return int(tid)
+
+
+def cut_prefix(tokenizer: Any, prefix: str, budget: int) -> list[int]:
+    """Ids of the last ``budget`` tokens of ``prefix`` (the text nearest the cursor)."""
+    if budget <= 0:
+        return []
+    text = prefix[-budget * _CHARS_PER_TOKEN_BOUND :]
+    ids = _encode(tokenizer, text)
+    return ids[-budget:]
+
+
+def cut_suffix(tokenizer: Any, suffix: str, budget: int) -> list[int]:
+    """Ids of the first ``budget`` tokens of ``suffix``."""
+    if budget <= 0:
+        return []
+    ids = _encode(tokenizer, suffix[: budget * _CHARS_PER_TOKEN_BOUND])
+    return ids[:budget]
+
+
+def _line_info(prefix: str) -> tuple[str, str]:
+    line = prefix[prefix.rfind("\n") + 1 :]
+    indent = line[: len(line) - len(line.lstrip(" \t"))]
+    return line, indent
+
+
+def completion_prompt(
+    tokenizer: Any,
+    prefix: str,
+    suffix: str,
+    language: str,
+    budget: int = 1024,
+    fim: FimLike | None = None,
+    bos: bool = True,
+) -> Prompt:
+    """Prompt for the text at the cursor: FIM when the base has FIM tokens, the prefix alone otherwise.
+
+    Every prompt position is code of ``language`` (no fences inside a source file).
+    """
+    line, indent = _line_info(prefix)
+    bos_ids = [tokenizer.bos_token_id] if bos and getattr(tokenizer, "bos_token_id", None) is not None else []
+    room = max(1, budget - len(bos_ids))
+    if fim is not None:
+        specials = [_special_id(tokenizer, t) for t in (fim.prefix, fim.suffix, fim.middle)]
+        room = max(1, room - len(specials))
+        suf_ids = cut_suffix(tokenizer, suffix, room // _SUFFIX_SHARE)
+        pre_ids = cut_prefix(tokenizer, prefix, room - len(suf_ids))
+        ids = bos_ids + [specials[0]] + pre_ids + [specials[1]] + suf_ids + [specials[2]]
+        kind = "fim"
+    else:
+        ids = bos_ids + cut_prefix(tokenizer, prefix, room)
+        kind = "prefix"
+    if not ids:  # an empty document without BOS: give the model something to start from
+        ids = _encode(tokenizer, "\n")
+    return Prompt(ids=ids, labels=[language] * len(ids), kind=kind, suffix=suffix, indent=indent,
+                  line_prefix=line)
+
+
+# -- completion stop rules ----------------------------------------------------------------------------
+_CLOSERS = ("}", ")", "]", "end", "fi", "done", "esac")
+
+
+def _indent_of(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _first_code_line(text: str) -> str | None:
+    for ln in text.splitlines():
+        if ln.strip():
+            return ln.strip()
+    return None
+
+
+def completion_stop(generated: str, prompt: Prompt, final: bool = False) -> tuple[str, str] | None:
+    """Where a completion should end: ``(text to keep, reason)`` or None to keep going.
+
+    Rules, checked on complete lines only (a partial line may still grow), except with ``final``:
+    - ``blank_line``: an empty line after some code ends the completion (one statement/paragraph);
+    - ``suffix``: a line equal to the first non-blank line after the cursor would echo the suffix;
+    - ``end_of_block``: a line indented less than the block the cursor is in leaves that block; a
+      closing bracket/keyword on it is kept (it closes the completed block), anything else is cut.
+    """
+    lines = generated.split("\n")
+    complete = lines if final else lines[:-1]
+    suffix_line = _first_code_line(prompt.suffix)
+    # The cursor's line counts as the first line: its indentation is the block's.
+    base = _indent_of(prompt.line_prefix) if prompt.line_prefix.strip() else None
+    kept: list[str] = []
+    seen_code = bool(prompt.line_prefix.strip())
+    for i, ln in enumerate(complete):
+        stripped = ln.strip()
+        if i > 0 and not stripped:
+            if seen_code:
+                return "\n".join(kept), "blank_line"
+            kept.append(ln)
+            continue
+        if i > 0 and suffix_line is not None and stripped == suffix_line:
+            return "\n".join(kept), "suffix"
+        if stripped:
+            width = _indent_of(ln) if i > 0 else _indent_of(prompt.line_prefix + ln)
+            if base is None:
+                base = width
+            elif i > 0 and width < base:
+                if stripped.startswith(_CLOSERS) and (suffix_line is None or not suffix_line.startswith(stripped)):
+                    kept.append(ln)
+                return "\n".join(kept), "end_of_block"
+            seen_code = True
+        kept.append(ln)
+    return None
+
+
+# -- chat prompts ---------------------------------------------------------------------------------------
+def _has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _chat_text(tokenizer: Any, user: str, assistant_prefix: str = "") -> str:
+    """Text of a one-turn chat with the model's template, or a plain instruction layout without one."""
+    if _has_chat_template(tokenizer):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = f"### Instruction\n{user}\n\n### Response\n"
+    return text + assistant_prefix
+
+
+def _fence_for(code: str) -> str:
+    """A backtick fence longer than any run inside the code, so the code cannot close it."""
+    longest, run = 0, 0
+    for ch in code:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
+def _fenced(code: str, tag: str) -> str:
+    fence = _fence_for(code)
+    body = code if code.endswith("\n") else code + "\n"
+    # The newline after the closing fence matters: the parser only closes a fence on a complete line,
+    # and a chat template may put an end-of-turn token right after the message.
+    return f"{fence}{tag}\n{body}{fence}\n"
+
+
+def _chat_prompt(tokenizer: Any, text: str, registry: Registry | None, kind: str, stop: Sequence[str],
+                 prefilled: str = "") -> Prompt:
+    # The chat template may already start with BOS; labelling the whole text gives the training labels.
+    ids, labels = token_labels(tokenizer, text, registry)
+    return Prompt(ids=ids, labels=labels, kind=kind, stop=list(stop), prefilled=prefilled, text=text)
+
+
+def _end_strings(tokenizer: Any) -> list[str]:
+    out = []
+    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        if tok in tokenizer.get_vocab():
+            out.append(tok)
+    return out
+
+
+def explain_prompt(tokenizer: Any, code: str, language: str, registry: Registry | None = None) -> Prompt:
+    """Ask for a short explanation of ``code``; the code sits in a fence tagged with its language."""
+    reg = registry or load_registry()
+    name = reg.get(language).name if language in reg else "this"
+    user = f"Explain what this {name} code does, briefly.\n\n{_fenced(code, language if language in reg else '')}"
+    return _chat_prompt(tokenizer, _chat_text(tokenizer, user), reg, "explain", _end_strings(tokenizer))
+
+
+def translate_prompt(tokenizer: Any, code: str, source: str, target: str,
+                     registry: Registry | None = None) -> Prompt:
+    """Ask for ``code`` rewritten in ``target``; the answer starts inside an opened ``target`` fence."""
+    reg = registry or load_registry()
+    src_name = reg.get(source).name if source in reg else "this"
+    dst_name = reg.get(target).name
+    user = (f"Translate this {src_name} code to {dst_name}. Answer with the code only.\n\n"
+            f"{_fenced(code, source if source in reg else '')}")
+    opening = f"```{target}\n"
+    text = _chat_text(tokenizer, user, opening)
+    # The answer ends with the closing fence (or the end-of-turn token).
+    return _chat_prompt(tokenizer, text, reg, "translate", ["\n```", *_end_strings(tokenizer)], prefilled=opening)
+
+
+def raw_prompt(tokenizer: Any, text: str, registry: Registry | None = None, state: str = NL) -> Prompt:
+    """A prompt given as text (evaluation, tests): labelled by the fence parser from ``state``."""
+    ids, labels = token_labels(tokenizer, text, registry or load_registry(), state=state)
+    return Prompt(ids=ids, labels=labels, kind="raw", text=text)

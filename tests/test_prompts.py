@@ -1,0 +1,123 @@
+"""Prompt building: FIM vs prefix-only, token-budget cuts, completion stop rules, chat prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from lsp_fixtures import make_tokenizer
+
+from mole_lsp.fence import NL
+from mole_lsp.prompts import (
+    Prompt,
+    completion_prompt,
+    completion_stop,
+    explain_prompt,
+    translate_prompt,
+)
+
+
+@dataclass
+class Fim:
+    prefix: str = "<fim_prefix>"
+    suffix: str = "<fim_suffix>"
+    middle: str = "<fim_middle>"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tokenizer()
+
+
+def _ids(tok, name):
+    return tok.convert_tokens_to_ids(name)
+
+
+def test_prefix_only_without_fim_tokens(tok):
+    p = completion_prompt(tok, "def fib(n):\n    ", "\nprint(fib(3))\n", "python", budget=256)
+    assert p.kind == "prefix"
+    assert p.ids[0] == tok.bos_token_id
+    assert tok.decode(p.ids[1:]) == "def fib(n):\n    "
+    assert set(p.labels) == {"python"} and len(p.labels) == len(p.ids)
+
+
+def test_fim_layout_with_fim_tokens(tok):
+    p = completion_prompt(tok, "def f():\n    ", "\nreturn 1\n", "python", budget=256, fim=Fim())
+    assert p.kind == "fim"
+    ids = p.ids
+    pre, suf, mid = (_ids(tok, t) for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    assert ids[1] == pre and ids[-1] == mid
+    i = ids.index(suf)
+    assert tok.decode(ids[2:i]) == "def f():\n    "
+    assert tok.decode(ids[i + 1 : -1]) == "\nreturn 1\n"
+
+
+def test_budget_keeps_text_nearest_the_cursor(tok):
+    prefix = "".join(f"x{i} = {i}\n" for i in range(300)) + "y = "
+    suffix = "".join(f"z{i} = {i}\n" for i in range(300))
+    p = completion_prompt(tok, prefix, suffix, "python", budget=64, fim=Fim())
+    assert len(p.ids) <= 64
+    text = tok.decode(p.ids, skip_special_tokens=False)
+    before, after = text.split("<fim_suffix>")
+    assert before.endswith("x299 = 299\ny = ")  # the cursor's side survives
+    assert "x0 = 0\n" not in before  # the far start is cut
+    assert after.startswith("z0 = 0\n") and "z299" not in after
+    # The suffix never takes more than a quarter of the budget.
+    assert len(tok(after)["input_ids"]) <= 64 // 4 + 2
+    p2 = completion_prompt(tok, prefix, suffix, "python", budget=64)
+    assert len(p2.ids) <= 64 and tok.decode(p2.ids).endswith("x299 = 299\ny = ")
+
+
+def _cp(line_prefix="", suffix="", prefix=None):
+    prefix = line_prefix if prefix is None else prefix
+    line = prefix[prefix.rfind("\n") + 1 :]
+    return Prompt(ids=[1], labels=["python"], kind="prefix", suffix=suffix, line_prefix=line)
+
+
+def test_stop_blank_line():
+    p = _cp("    ")
+    assert completion_stop("x = 1\n    y = 2\n", p) is None
+    assert completion_stop("x = 1\n    y = 2\n\n    z = 3", p) == ("x = 1\n    y = 2", "blank_line")
+
+
+def test_stop_end_of_block_dedent():
+    p = _cp("    ")
+    assert completion_stop("return n\nprint(1)\n", p) == ("return n", "end_of_block")
+
+
+def test_stop_keeps_closing_brace():
+    p = _cp("    ")
+    assert completion_stop("return a + b;\n}\nfunction g() {", p) == ("return a + b;\n}", "end_of_block")
+    # ... unless the suffix already has it (no echo of the suffix).
+    p2 = _cp("    ", suffix="\n}\n")
+    assert completion_stop("return a + b;\n}\n", p2) == ("return a + b;", "suffix")
+
+
+def test_stop_no_echo_of_suffix():
+    p = _cp("    ", suffix="\n    return total\n")
+    out = completion_stop("total += x\n    return total\n", p)
+    assert out == ("total += x", "suffix")
+
+
+def test_stop_waits_for_complete_lines():
+    p = _cp("    ")
+    assert completion_stop("return n\npri", p) is None  # the second line may still grow
+    assert completion_stop("return n\npri", p, final=True) == ("return n", "end_of_block")
+
+
+def test_explain_prompt_labels_code_with_its_language(tok):
+    p = explain_prompt(tok, "print('hi')\n", "python")
+    assert "python" in p.labels and p.labels[-1] == NL  # the answer starts in prose
+    assert p.text is not None and "```python\nprint('hi')\n```\n" in p.text
+    assert "<|im_start|>assistant" in p.text
+
+
+def test_translate_prompt_opens_target_fence(tok):
+    p = translate_prompt(tok, "print('hi')\n", "python", "rust")
+    assert "python" in p.labels and p.labels[-1] == "rust"  # the answer starts inside ```rust
+    assert p.text.endswith("```rust\n") and "\n```" in p.stop
+
+
+def test_code_with_backticks_gets_a_longer_fence(tok):
+    p = explain_prompt(tok, "s = '```'\n", "python")
+    assert "````python\n" in p.text and p.labels[-1] == NL
