@@ -1,0 +1,120 @@
+"""Typed validation of the server settings declared in :data:`mole_lsp.protocol.SETTINGS`.
+
+:func:`Settings.update` takes a payload from ``initializationOptions`` or
+``workspace/didChangeConfiguration`` (``{"settings": {"mole": {...}}}``, ``{"mole": {...}}`` or the
+object itself), keeps every valid value and returns one problem string per invalid one; the previous
+value of an invalid setting stays in force.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from mole_lsp.protocol import SETTINGS
+
+# Ranges and choices are part of each setting's contract (the help texts in protocol.py say the same).
+RANGES: dict[str, tuple[int, int]] = {
+    "maxNewTokens": (1, 1024),
+    "explainMaxNewTokens": (1, 4096),
+    "contextTokens": (64, 16384),
+    "debounceMs": (0, 5000),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"device": ("auto", "cpu", "cuda", "mps")}
+# Settings whose change needs the model (or the pack store) to be set up again.
+RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device"})
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate(name: str, value: Any) -> tuple[Any, str | None]:
+    """``(clean value, None)`` or ``(None, problem)`` for one setting."""
+    if name not in SETTINGS:
+        return None, f"mole.{name} is not a known setting (known: {', '.join(SETTINGS)})"
+    kind = SETTINGS[name][0]
+    key = f"mole.{name}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            return None, f"{key} must be true or false, not {_describe(value)}"
+        return value, None
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            return None, f"{key} must be a whole number, not {_describe(value)}"
+        lo, hi = RANGES.get(name, (-(2**31), 2**31))
+        if not lo <= value <= hi:
+            return None, f"{key} must lie between {lo} and {hi}; got {value}"
+        return int(value), None
+    if kind is str:
+        if not isinstance(value, str):
+            return None, f"{key} must be a string, not {_describe(value)}"
+        value = value.strip()
+        if name in CHOICES and value not in CHOICES[name]:
+            return None, f"{key} must be one of {', '.join(CHOICES[name])}; got {_describe(value)}"
+        return value, None
+    if kind is dict:  # "enable": languageId -> bool
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
+        ):
+            return None, f"{key} must map languageIds to true/false, not {_describe(value)}"
+        return dict(value), None
+    return None, f"{key}: unsupported setting type"  # pragma: no cover - protocol table is fixed
+
+
+def unwrap(payload: Any) -> Any:
+    """The settings object inside a didChangeConfiguration/initializationOptions payload."""
+    if isinstance(payload, Mapping):
+        if "settings" in payload and isinstance(payload["settings"], Mapping) and not set(payload) - {"settings"}:
+            payload = payload["settings"]
+        if "mole" in payload and isinstance(payload["mole"], Mapping) and "mole" not in SETTINGS:
+            payload = payload["mole"]
+    return payload
+
+
+class Settings:
+    """Current values of every setting (defaults from protocol.SETTINGS)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {name: copy.deepcopy(spec[1]) for name, spec in SETTINGS.items()}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def update(self, payload: Any) -> tuple[set[str], list[str]]:
+        """Apply valid values; return (names that changed, problems)."""
+        payload = unwrap(payload)
+        if payload is None:
+            return set(), []
+        if not isinstance(payload, Mapping):
+            return set(), [f"mole settings must be an object, not {_describe(payload)}"]
+        changed: set[str] = set()
+        problems: list[str] = []
+        for name, raw in payload.items():
+            if raw is None:  # an unset value in the client means "default"
+                raw = copy.deepcopy(SETTINGS[name][1]) if name in SETTINGS else None
+                if raw is None:
+                    continue
+            value, problem = validate(name, raw)
+            if problem is not None:
+                problems.append(f"{problem} (keeping {_describe(self.values.get(name))})"
+                                if name in SETTINGS else problem)
+                continue
+            if self.values[name] != value:
+                self.values[name] = value
+                changed.add(name)
+        return changed, problems
+
+    def enabled_for(self, language_id: str | None) -> bool:
+        enable = self.values["enable"]
+        if language_id and language_id in enable:
+            return bool(enable[language_id])
+        return bool(enable.get("*", True))

@@ -1,0 +1,56 @@
+"""Settings validation against protocol.SETTINGS: bad values are reported and the old value stays."""
+
+from __future__ import annotations
+
+from mole_lsp.protocol import SETTINGS
+from mole_lsp.settings import Settings, unwrap, validate
+
+
+def test_defaults_come_from_the_protocol_table():
+    s = Settings()
+    for name, (_, default, _) in SETTINGS.items():
+        assert s[name] == default
+    assert s.maxNewTokens == 64 and s.enabled_for("python")
+
+
+def test_payload_shapes_are_unwrapped():
+    inner = {"maxNewTokens": 8}
+    assert unwrap({"settings": {"mole": inner}}) == inner
+    assert unwrap({"mole": inner}) == inner
+    assert unwrap(inner) == inner
+
+
+def test_valid_update_reports_changes():
+    s = Settings()
+    changed, problems = s.update({"settings": {"mole": {"maxNewTokens": 8, "device": " cpu ", "offline": False}}})
+    assert problems == [] and changed == {"maxNewTokens", "device"}
+    assert s.maxNewTokens == 8 and s.device == "cpu"
+
+
+def test_bad_values_keep_the_previous_value():
+    s = Settings()
+    s.update({"debounceMs": 10})
+    changed, problems = s.update({"debounceMs": -1, "maxNewTokens": "many", "device": "tpu",
+                                  "offline": "yes", "enable": {"python": 1}, "bogus": 1, "contextTokens": 128})
+    assert changed == {"contextTokens"}
+    assert len(problems) == 6
+    assert s.debounceMs == 10 and s.maxNewTokens == 64 and s.device == "auto" and s.offline is False
+    assert any("mole.debounceMs must lie between 0 and 5000" in p and "keeping 10" in p for p in problems)
+    assert any("mole.bogus is not a known setting" in p for p in problems)
+
+
+def test_integers_reject_bools_and_fractions():
+    assert validate("maxNewTokens", True)[1]
+    assert validate("maxNewTokens", 2.5)[1]
+    assert validate("maxNewTokens", 2.0) == (2, None)
+
+
+def test_enable_map():
+    s = Settings()
+    s.update({"enable": {"*": False, "python": True}})
+    assert s.enabled_for("python") and not s.enabled_for("rust") and not s.enabled_for(None)
+
+
+def test_non_object_payload_is_a_problem():
+    assert Settings().update([1, 2])[1]
+    assert Settings().update(None) == (set(), [])
