@@ -277,6 +277,20 @@ def test_go_directives_and_rust_examples_are_not_prose() -> None:
     assert rust_fn.code.startswith("#[inline]\npub fn total")  # attributes belong to the code
 
 
+def test_form_feeds_do_not_shift_python_lines() -> None:
+    src = "import os\n\x0c\n\ndef f(a):\n    \"\"\"Return a plus one, computed slowly.\"\"\"\n    b = a\n    b += 1\n    return b\n"
+    fn = extract(src, "python").functions[0]
+    assert fn.text.startswith("def f(a):") and fn.signature == "def f(a):"
+
+
+def test_inherit_doc_and_issue_numbers_are_not_prose() -> None:
+    body = " int size() {\n    int n = 0;\n    n += 1;\n    return n;\n  }\n"
+    java = "class A {\n  /** {@inheritDoc} */\n  public" + body + "}\n"
+    assert extract(java, "java").functions[0].doc is None
+    cpp = "struct A {\n  // 438. Ambiguity in the clause\n " + body + "};\n"
+    assert extract(cpp, "cpp").functions[0].doc is None
+
+
 def test_comment_separated_by_blank_line_is_not_a_doc() -> None:
     src = "package p\n\n// A file comment far away from the function.\n\nfunc F(a int) int {\n\tb := a + 1\n\tc := b * 2\n\treturn c\n}\n"
     assert extract(src, "go").functions[0].doc is None

@@ -22,7 +22,7 @@ _LICENCE_RE = re.compile(
     r"without warranty|warranty of merchantability",
     re.IGNORECASE,
 )
-_NOT_DOC_START_RE = re.compile(r"^\s*(?:_[A-Z][A-Z0-9_]+\b|todo|fixme|xxx|hack|nolint|noqa|eslint|prettier|istanbul|jshint|"
+_NOT_DOC_START_RE = re.compile(r"^\s*(?:_[A-Z][A-Z0-9_]+\b|\d+\.\s|todo|fixme|xxx|hack|nolint|noqa|eslint|prettier|istanbul|jshint|"
                                r"@ts-|clang-format|dr \d|lwg \d|\[|-\*-|#|pragma)", re.IGNORECASE)
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]+")
 
@@ -121,6 +121,7 @@ def _inline_tags(text: str) -> str:
             return f"`{label}`"
         return f"`{content}`"
 
+    text = re.sub(r"\{@inheritDoc\}\.?", "", text)  # points at another doc; says nothing itself
     text = _INLINE_TAG_RE.sub(repl, text)
     text = re.sub(r"</?(?:code|tt|var|b|strong|em|i)>", "`", text, flags=re.IGNORECASE)
     text = text.replace("``", "")

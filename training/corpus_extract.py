@@ -74,7 +74,7 @@ def extract_python(source: str) -> FileResult:
             tree = ast.parse(source)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             raise ParseError(str(exc)) from exc
-    lines = source.splitlines()
+    lines = source.split("\n")  # not splitlines(): form feeds would shift ast's line numbers
     result = FileResult()
     for node in _python_defs(tree):
         fn = _python_function(node, lines)

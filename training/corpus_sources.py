@@ -121,6 +121,8 @@ def _zip_members(path: Path, prefix: str, stack: ExitStack, wanted: Callable[[st
 def load_text(cand: Candidate) -> str:
     """Decoded text of a candidate; raises :class:`SkipFile` for binary, undecodable, oversized,
     unreadable or generated files."""
+    if re.search(r"\.d\.[cm]?ts$", cand.name, re.IGNORECASE):
+        raise SkipFile("declarations_only")  # TypeScript .d.ts: signatures without bodies
     if cand.size > MAX_FILE_BYTES:
         raise SkipFile("too_large")
     try:
@@ -145,7 +147,7 @@ def load_text(cand: Candidate) -> str:
 def is_generated(text: str, name: str) -> bool:
     """Generated or minified sources: markers in the first lines, or absurdly long lines."""
     lower = name.lower()
-    if lower.endswith((".min.js", ".min.mjs", ".bundle.js", ".pb.go", "_pb2.py", ".pb.cc", ".pb.h", ".d.ts")):
+    if lower.endswith((".min.js", ".min.mjs", ".bundle.js", ".pb.go", "_pb2.py", ".pb.cc", ".pb.h")):
         return True
     head = "\n".join(text.split("\n", 15)[:15])
     if _GENERATED_RE.search(head):
