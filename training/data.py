@@ -15,7 +15,8 @@ ones and at least ``min_code_fraction`` of all characters are inside code blocks
 counted as a bad row by reason and skipped, never fatal.
 
 Prompt format: the base's chat template when it has one (user = question, assistant = answer), else the
-plain format ``{bos}### Instruction:\\n{question}\\n\\n### Response:\\n{answer}{eos}``. The loss covers the
+plain format ``### Instruction\\n{question}\\n\\n### Response\\n{answer}{eos}`` (the layout
+:mod:`mole_lsp.prompts` sends at inference; no BOS, as the server encodes without special tokens). The loss covers the
 answer tokens only (from the first token that reaches into the answer, through the end-of-turn tokens).
 Per-token labels come from the fence parser over the whole formatted text (the same function
 :func:`mole_lsp.detok.token_labels` uses), so question tokens are routed like the answer's.
@@ -46,7 +47,7 @@ PAPER_TABLE_I: dict[str, int] = {
 }
 HUB_PREFIX = "hub:"
 VAL_SPLITS = frozenset({"heldout", "validation", "valid", "val", "test", "dev"})
-PLAIN_TEMPLATE = "{bos}### Instruction:\n{question}\n\n### Response:\n{answer}{eos}"
+PLAIN_TEMPLATE = "### Instruction\n{question}\n\n### Response\n{answer}{eos}"
 PAD_LABEL = "pad"
 
 Log = Callable[[str], None]
@@ -271,7 +272,6 @@ class PromptFormat:
         self.mode = mode
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
-        self.bos = getattr(tokenizer, "bos_token", None) or ""
         self.eos = getattr(tokenizer, "eos_token", None) or ""
 
     def _messages(self, question: str, answer: str | None) -> list[dict[str, str]]:
@@ -286,11 +286,11 @@ class PromptFormat:
         if self.mode == "chat":
             return self.tokenizer.apply_chat_template(self._messages(question, None), tokenize=False,
                                                       add_generation_prompt=True)
-        return PLAIN_TEMPLATE.split("{answer}")[0].format(bos=self.bos, question=question)
+        return PLAIN_TEMPLATE.split("{answer}")[0].format(question=question)
 
     def render(self, question: str, answer: str) -> tuple[str, int]:
         if self.mode == "plain":
-            text = PLAIN_TEMPLATE.format(bos=self.bos, question=question, answer=answer, eos=self.eos)
+            text = PLAIN_TEMPLATE.format(question=question, answer=answer, eos=self.eos)
             return text, len(self.prompt(question))
         prompt = self.prompt(question)
         full = self.tokenizer.apply_chat_template(self._messages(question, answer), tokenize=False)
