@@ -472,6 +472,14 @@ def test_cpp_extensionless_headers_need_a_mode_line(tmp_path: Path) -> None:
     assert stats.skipped["other_language"] == 1
 
 
+def test_cpp_headers_stay_out_of_a_c_corpus(tmp_path: Path) -> None:
+    _, c_source, _, _ = SOURCES["c"]
+    _, cpp_source, _, _ = SOURCES["cpp"]
+    root = write_tree(tmp_path, {"sum.h": c_source, "algo.h": cpp_source})
+    rows, stats = run([root], "c")
+    assert [r["symbol"] for r in rows] == ["sum_ints"] and stats.skipped["other_language"] == 1
+
+
 def test_unknown_language_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported language"):
         build_corpus([tmp_path], "cobol", io.StringIO())

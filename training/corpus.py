@@ -45,6 +45,12 @@ SUPPORTED = ("python", "java", "cpp", "c", "go", "rust", "javascript", "typescri
 # maps .h to C. When mining C++ these are read with the C++ grammar anyway.
 _CPP_EXTRA_SUFFIXES = (".h", ".tcc")
 _CPP_MODE_LINE_RE = re.compile(r"-\*-\s*(?:mode:\s*)?c\+\+\s*-\*-", re.IGNORECASE)
+# A .h file is C by the registry, but many are C++: this keeps them out of a C corpus.
+_CPP_ONLY_RE = re.compile(
+    r"^\s*(?:namespace\s+[\w:]+\s*\{|template\s*<|class\s+\w+[^;(]*\{|using\s+namespace\b|"
+    r"extern\s+\"C\+\+\"|#include\s*<(?:iostream|string|vector|memory|utility|cstddef|cstdint)>)",
+    re.MULTILINE,
+)
 
 
 # --- per-language file plan ---------------------------------------------------------------------
@@ -73,6 +79,9 @@ class LanguagePlan:
         if self.language == "cpp" and "." not in PurePosixPath(path).name:
             first = text.split("\n", 2)[:2]
             return "cpp" if any(_CPP_MODE_LINE_RE.search(ln) for ln in first) else None
+        if self.language == "c" and (_CPP_ONLY_RE.search(text) or any(_CPP_MODE_LINE_RE.search(ln)
+                                                                       for ln in text.split("\n", 2)[:2])):
+            return None
         return self.language
 
 
