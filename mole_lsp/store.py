@@ -222,6 +222,10 @@ def _version() -> str:
         return "unknown"
 
 
+def _short_rev(rev: str) -> str:
+    return rev[:12] if _SHA_RE.match(rev) else rev
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -365,7 +369,7 @@ class PackStore:
     def _hub_source(self, folder: Path) -> _Source:
         # snapshot folders are named after the commit they hold
         if not (folder / INDEX).is_file():
-            raise StoreError(f"{self.repo_id}@{folder.name[:12]} is not a mole-lsp pack repository (no {INDEX})")
+            raise StoreError(f"{self.repo_id}@{_short_rev(folder.name)} is not a mole-lsp pack repository (no {INDEX})")
         return _Source(folder.name, folder, True, self._read_index(folder / INDEX))
 
     def _local_source(self, rev: str) -> _Source:
@@ -406,7 +410,12 @@ class PackStore:
         installs come from its newest commit."""
         if refresh and not self.offline and not _SHA_RE.match(self.revision):
             with self._lock:
-                self._src = None
+                try:
+                    self._src = self._resolve(None)
+                except StoreError:
+                    if self._src is None:
+                        raise
+                    log.warning("pack store %s: keeping %s, the refresh failed", self.repo_id, self._src.revision)
         return self._source().index
 
     @staticmethod
@@ -593,7 +602,7 @@ class PackStore:
         for name in names:
             if name in entries and (src.hub or self._pack_dir(src, name).is_dir()):
                 continue
-            where = f"{self.repo_id}@{src.revision[:12]}"
+            where = f"{self.repo_id}@{_short_rev(src.revision)}"
             if name == CORE:
                 raise StoreError(f"{where} has no core pack")
             have = sorted(n for n in entries if n != CORE and (src.hub or self._pack_dir(src, n).is_dir()))
@@ -619,7 +628,8 @@ class PackStore:
             if damage is not None:
                 log.warning("%s: cached %s is damaged (%s); removing it", self.repo_id, what, damage)
                 self._delete_pack(d)
-            self._require_listed(src, [name])
+            if src.hub:
+                self._require_listed(src, [name])
             hint = f" (the cached copy was damaged and has been removed: {damage})" if damage else ""
             if not install:
                 cmd = needed_by or (name if name != CORE else "<language>")
@@ -633,7 +643,7 @@ class PackStore:
             self._download(src, name, "core pack" if name == CORE else f"{name} pack", needed_by, progress)
             m, damage = self._intact(d, name)
             if m is None:
-                raise StoreError(f"the {what} downloaded from {self.repo_id}@{src.revision[:12]} does not verify: "
+                raise StoreError(f"the {what} downloaded from {self.repo_id}@{_short_rev(src.revision)} does not verify: "
                                  f"{damage or 'its files are missing'}")
         self._compatible(d, name, m, core)
         return d
@@ -655,7 +665,7 @@ class PackStore:
                 self._mark_unreachable(e)
                 what += f" (needed by the {needed_by} pack)" if name == CORE and needed_by else ""
                 raise self._offline_error(what, needed_by, name) from e
-            raise StoreError(f"downloading the {what} from {self.repo_id}@{src.revision[:12]} failed "
+            raise StoreError(f"downloading the {what} from {self.repo_id}@{_short_rev(src.revision)} failed "
                              f"({_short(e)}); run the command again to resume") from e
         sink.say(f"Downloaded {what}", 1.0)
 

@@ -347,3 +347,19 @@ def test_unknown_language_repo_and_revision(hub: LocalHub, tmp_path: Path) -> No
 def test_manifest_of_cached_pack_is_the_published_one(hub: LocalHub, packs, tmp_path: Path) -> None:
     path = store(tmp_path).expert_path("go")
     assert read_manifest(path) == json.loads((packs["v1"] / "experts" / "go" / MANIFEST).read_text())
+
+
+def test_folder_install_used_when_the_hub_has_no_such_repo(local_hub: LocalHub, packs, tmp_path: Path) -> None:
+    got = store(tmp_path).install_from(packs["v1"], languages=["go"])
+    s = store(tmp_path)  # online, but nothing is published under REPO
+    assert s.expert_path("go") == got["go"].path
+    assert s.resolved_revision() == got["go"].revision
+    with pytest.raises(StoreError, match="no folder install local-000000000000"):
+        store(tmp_path, revision="local-000000000000").core_path()
+    # a damaged folder install cannot be fetched again: it is removed and the user told how to repair it
+    f = got["go"].path / ADAPTERS
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1]))
+    with pytest.raises(StoreError, match="go pack is missing from the folder install .*damaged.*sha256 mismatch"):
+        store(tmp_path).expert_path("go")
+    assert not got["go"].path.exists()
+    assert store(tmp_path).install_from(packs["v1"], languages=["go"])["go"].path == got["go"].path
