@@ -291,6 +291,16 @@ def test_inherit_doc_and_issue_numbers_are_not_prose() -> None:
     assert extract(cpp, "cpp").functions[0].doc is None
 
 
+def test_javadoc_snippets_become_fences_and_ts_arrows_are_functions() -> None:
+    doc = docs.clean_tagged_block("/**\n * Opens it.\n * <p> Same as:\n * {@snippet lang=java :\n * open(null);\n * }\n */")
+    assert doc == "Opens it.\n\nSame as:\n```java\nopen(null);\n```"
+    ts = ("/**\n * Doubles every number of the list it receives.\n */\nexport const double =\n"
+          "  (xs: number[]): number[] =>\n    xs.map((x) => x * 2)\n      .filter((x) => x > 0)\n")
+    fn = extract(ts, "typescript").functions[0]
+    assert fn.name == "double" and fn.doc and fn.text.endswith(".filter((x) => x > 0)")
+    assert fn.hole_lines[1] == len(fn.text.split("\n"))  # no closing brace: the last line may be a hole
+
+
 def test_comment_separated_by_blank_line_is_not_a_doc() -> None:
     src = "package p\n\n// A file comment far away from the function.\n\nfunc F(a int) int {\n\tb := a + 1\n\tc := b * 2\n\treturn c\n}\n"
     assert extract(src, "go").functions[0].doc is None

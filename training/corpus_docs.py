@@ -72,6 +72,8 @@ def limit_length(text: str, limit: int = MAX_DOC_CHARS) -> str | None:
 def _finish(text: str) -> str | None:
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     text = limit_length(text) or ""
+    if text.count("```") % 2:  # an unterminated fence would swallow the rest of a sample as code
+        text = text[: text.rfind("```")].rstrip()
     return text if is_prose(text) else None
 
 
@@ -122,9 +124,13 @@ def _inline_tags(text: str) -> str:
         return f"`{content}`"
 
     text = re.sub(r"\{@inheritDoc\}\.?", "", text)  # points at another doc; says nothing itself
+    # JDK 18+ {@snippet lang=java : code } blocks become fenced code.
+    text = re.sub(r"\{@snippet[^:\n]*:[ \t]*\n(.*?)\n[ \t]*\}", lambda m: f"```java\n{m.group(1)}\n```",
+                  text, flags=re.DOTALL)
+    text = re.sub(r"\{*@\{|@\}\}*", "", text)  # Doxygen member groups
     text = _INLINE_TAG_RE.sub(repl, text)
     text = re.sub(r"</?(?:code|tt|var|b|strong|em|i)>", "`", text, flags=re.IGNORECASE)
-    text = text.replace("``", "")
+    text = re.sub(r"(?<!`)``(?!`)", "", text)  # empty spans from <code></code>; fences stay
     text = re.sub(r"<(?:p|br|/p|li|/li|ul|/ul|ol|/ol|pre|/pre|dl|/dl|dt|/dt|dd|/dd)\s*/?>", "\n",
                   text, flags=re.IGNORECASE)
     text = re.sub(r"</?[a-zA-Z][^>]{0,80}>", "", text)
@@ -203,7 +209,8 @@ def clean_tagged_block(raw: str) -> str | None:
             current = description
         else:  # dropped tags swallow their continuation lines too
             current = None
-    desc = _inline_tags("\n".join(_unindent_prose(description))).strip()
+    # A <p> turned into a line break leaves the space that followed it.
+    desc = re.sub(r"(?m)^ (?=\S)", "", _inline_tags("\n".join(_unindent_prose(description)))).strip()
     if not is_prose(desc):
         return None
     parts = [desc]

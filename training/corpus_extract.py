@@ -145,7 +145,6 @@ class TSSpec:
     comments: frozenset[str]
     doc: Callable[[list[Node], bytes], tuple[str | None, str | None] | None]
     skip_before: frozenset[str] = frozenset()  # siblings allowed between doc and definition
-    braces: bool = True  # the last line closes the body and is never a FIM hole
 
 
 def _ntext(node: Node, src: bytes) -> str:
@@ -351,8 +350,6 @@ def _ts_function(fn_node: Node, anchor: Node, name: str, src: bytes, spec: TSSpe
     body = fn_node.child_by_field_name("body")
     if body is None or fn_node.has_error or anchor.has_error:
         return None
-    if spec is SPECS["javascript"] and body.type != "statement_block":
-        return None  # expression-bodied arrows are one-liners
     comments, first = _doc_comments(anchor, spec)
     doc = summary = None
     if comments:
@@ -379,7 +376,8 @@ def _ts_function(fn_node: Node, anchor: Node, name: str, src: bytes, spec: TSSpe
     sig = _dedent(src[code_start : body.start_byte].decode("utf-8", "replace"), indent).strip()
     body_row = text.count("\n") - code.count("\n") + body.start_point[0] - first.start_point[0]
     lines = text.count("\n") + 1
-    hole_end = lines - 1 if spec.braces else lines
+    # The closing brace line is never a hole; an expression-bodied arrow has none.
+    hole_end = lines - 1 if code.rstrip().endswith(("}", "};", "})")) else lines
     return Function(
         name=name,
         text=text,
