@@ -297,7 +297,7 @@ class PackStore:
         if self._offline_flag:
             return "offline mode is on"
         if paths.hub_offline():
-            return "HF_HUB_OFFLINE=1"
+            return "HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE") else "offline mode is on (HF_HUB_OFFLINE)"
         return self._down_reason or "the Hub cannot be reached"
 
     def _mark_unreachable(self, exc: BaseException) -> None:
