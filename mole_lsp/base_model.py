@@ -276,6 +276,8 @@ def _resolve_quickstart(root: Path, offline: bool, report: Progress) -> BaseMode
         info = _cached_gguf_model(target, gguf_sha, **describe)  # another process may have built it
         if info is not None:
             return info
+        for stale in root.glob(".download-*"):  # left by a killed run; only this lock's holder writes them
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
             work = Path(tmp)
             wheel = _pip_download(work / "wheel", report)
