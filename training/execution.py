@@ -684,7 +684,7 @@ def _classify_run(language: str, p: _Proc, limits: Limits) -> tuple[Status, str]
         return Status.MEMORY, f"memory limit ({limits.memory_mb} MB): {_last_line(p.stderr)}"
     if p.exit_code == 0:
         return Status.PASSED, ""
-    if p.signal == signal.SIGXFSZ:
+    if p.signal == signal.SIGXFSZ or "File too large" in both:  # Python ignores SIGXFSZ: EFBIG instead
         return Status.RUNTIME_ERROR, f"output limit ({limits.output_mb} MB)"
     if language == "go" and "panic:" in both:
         return Status.RUNTIME_ERROR, _first_line_with(both, "panic:")
@@ -816,8 +816,8 @@ class Executor:
             src.write_text(program, encoding="utf-8")
             os.chmod(src, 0o644)
             ctx = _Ctx(workdir, limits, self.cache_dir, program=program)
-            if lang == "rust":
-                ctx.rust = self._rust_deps()
+            if lang == "rust" and re.search(rf"\b(?:{'|'.join(RUST_CRATES)})\b", program):
+                ctx.rust = self._rust_deps()  # built once; programs that use no crate do not wait for it
             compile_s = 0.0
             if runner.compile is not None:
                 if lang == "go":

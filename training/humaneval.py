@@ -237,24 +237,27 @@ def download_humanevalpack(languages: Iterable[str], *, revision: str | None = N
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    from mole_lsp.paths import hub_endpoint
+
+    endpoint = hub_endpoint()  # read now: huggingface_hub froze HF_ENDPOINT at import
     out: dict[str, list[Path]] = {}
     api = None
     for lang in languages:
         config = _PACK_CONFIG.get(lang, lang)
         try:
             path = hf_hub_download(HUMANEVALPACK_REPO, f"data/{config}/data/humanevalpack.jsonl",
-                                   repo_type="dataset", revision=revision, cache_dir=cache_dir)
+                                   repo_type="dataset", revision=revision, cache_dir=cache_dir, endpoint=endpoint)
             out[lang] = [Path(path)]
             continue
         except EntryNotFoundError:
             pass
-        api = api or HfApi()
+        api = api or HfApi(endpoint=endpoint)
         names = [f for f in api.list_repo_files(HUMANEVALPACK_REPO, repo_type="dataset", revision=revision)
                  if f.startswith(f"{config}/") and f.endswith(".parquet")]
         if not names:
             raise FileNotFoundError(f"{HUMANEVALPACK_REPO}@{revision or 'main'} has no files for {config}")
         out[lang] = [Path(hf_hub_download(HUMANEVALPACK_REPO, n, repo_type="dataset", revision=revision,
-                                          cache_dir=cache_dir)) for n in sorted(names)]
+                                          cache_dir=cache_dir, endpoint=endpoint)) for n in sorted(names)]
     return out
 
 
@@ -602,7 +605,9 @@ def build_program(problem: Problem, completion: str, *, example_tests: bool = Fa
     if lang != "python":
         source = source.rstrip("\n") + "\n" + "}\n" * max(0, _brace_deficit(source, lang))
     if lang == "python":
-        call = "" if re.search(r"^check\(", test, re.M) else f"\n\ncheck({problem.entry_point})\n"
+        # HumanEval's own format defines check(candidate) without calling it.
+        needs_call = re.search(r"^def check\(", test, re.M) and not re.search(r"^check\(", test, re.M)
+        call = f"\n\ncheck({problem.entry_point})\n" if needs_call else ""
         return _PY_HEADER + source.rstrip("\n") + "\n\n" + test + call
     if lang == "cpp":
         return _CPP_HEADER + source + "\n" + test
