@@ -556,10 +556,17 @@ def _save_gguf_tokenizer(gguf: Path, folder: Path, max_length: int | None) -> No
 
 
 def _gguf_pre_tokenizer(gguf: Path) -> str | None:
-    from gguf import GGUFReader
+    """``tokenizer.ggml.pre`` of a GGUF file."""
+    try:  # transformers' reader skips the big token arrays: ~0.1 s instead of ~5 s for gguf's GGUFReader
+        from transformers.integrations.gguf.reader import read_gguf_metadata
 
-    field = GGUFReader(gguf).fields.get("tokenizer.ggml.pre")
-    return str(field.contents()) if field is not None else None
+        value = read_gguf_metadata(str(gguf))[0].get("tokenizer.ggml.pre")
+    except (ImportError, AttributeError, TypeError):
+        from gguf import GGUFReader
+
+        field = GGUFReader(gguf).fields.get("tokenizer.ggml.pre")
+        value = field.contents() if field is not None else None
+    return str(value) if value is not None else None
 
 
 # ============================================================================ Hub
