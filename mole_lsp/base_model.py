@@ -131,7 +131,6 @@ FIM_PRESETS = (
     FimTokens("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # deepseek-coder
     FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # qwen2.5-coder
     FimTokens("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # starcoder family
-    FimTokens("▁<PRE>", "▁<SUF>", "▁<MID>"),  # codellama (sentencepiece spelling)
 )
 
 
@@ -231,19 +230,27 @@ def weights_identity(path: str | os.PathLike[str]) -> str:
     cached beside the files (or in the mole-lsp cache if the folder is read-only), keyed by file stats."""
     folder, files = _weight_files(Path(path))
     stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
-    places = [folder / IDENTITY_FILE, _fallback_identity_path(folder)]
-    for place in places:
-        cached = _read_json(place)
-        if cached and cached.get("scheme") == IDENTITY_SCHEME and cached.get("files") == stamp:
-            return str(cached["sha256"])
+    # HF cache snapshot folders stay pristine; elsewhere the record sits beside the weights
+    beside = None if _hub_identity_of_cache_path(folder)[0] else folder / IDENTITY_FILE
+
+    def cached(place: Path) -> str | None:
+        record = _read_json(place)
+        if record and record.get("scheme") == IDENTITY_SCHEME and record.get("files") == stamp:
+            return str(record["sha256"])
+        return None
+
+    if beside is not None and (hit := cached(beside)):
+        return hit
+    if hit := cached(_fallback_identity_path(folder)):
+        return hit
     digest = _hash_state_dict(files, tied=_ties_embeddings(folder))
     record = {"scheme": IDENTITY_SCHEME, "files": stamp, "sha256": digest}
-    for place in places:
+    for place in ([beside] if beside is not None else []) + [_fallback_identity_path(folder)]:
         try:
             _write_json_atomic(place, record)
             break
-        except OSError:
-            continue
+        except OSError as err:  # read-only folder: try the next place; at worst it is recomputed next time
+            log.debug("could not cache the weights identity in %s: %s", place, err)
     return digest
 
 
@@ -503,6 +510,7 @@ def _convert_gguf(
             "converted_with": _versions(),
         }
         _write_json_atomic(tmp / META_FILE, meta)
+        tmp.chmod(0o755)  # mkdtemp made it private; the finished folder is an ordinary cache folder
         try:
             tmp.rename(target)
         except OSError:
@@ -764,6 +772,7 @@ def _hash_state_dict(files: list[Path], tied: bool) -> str:
 
 
 def _fallback_identity_path(folder: Path) -> Path:
+    """Where the identity of a folder we should not (or cannot) write into is cached."""
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
     return _cache_root() / "identities" / f"{key}.json"
 

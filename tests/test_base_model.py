@@ -210,7 +210,7 @@ def test_resolve_and_load_a_safetensors_folder(tmp_path: Path, cache: Path) -> N
     assert resolve_base_model(str(folder)) == info
 
 
-def test_weights_identity_ignores_sharding_and_follows_ties(tmp_path: Path) -> None:
+def test_weights_identity_ignores_sharding_and_follows_ties(tmp_path: Path, cache: Path) -> None:
     one = tmp_path / "one"
     model = save_tiny_folder(one, seed=1, tie=True)
     sharded = tmp_path / "sharded"
@@ -223,6 +223,16 @@ def test_weights_identity_ignores_sharding_and_follows_ties(tmp_path: Path) -> N
     save_tiny_folder(other, seed=2, tie=True)
     (one / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     assert weights_identity(one) == weights_identity(other) != fingerprint_model(model)
+    # a read-only folder keeps its record in the mole-lsp cache instead
+    readonly = tmp_path / "readonly"
+    save_tiny_folder(readonly, seed=4)
+    readonly.chmod(0o555)
+    try:
+        first = weights_identity(readonly)
+        assert not (readonly / bm.IDENTITY_FILE).exists() or os.geteuid() == 0
+        assert weights_identity(readonly) == first
+    finally:
+        readonly.chmod(0o755)
 
 
 def test_fim_tokens_are_detected(tmp_path: Path, cache: Path) -> None:
@@ -450,6 +460,9 @@ def test_hub_repo_is_fetched_pinned_and_used_offline(
     info = resolve_base_model("acme/tiny-llama", offline=False)
     assert (info.repo_id, info.revision, info.source) == ("acme/tiny-llama", first, "hub")
     assert info.weights_sha256 == fingerprint_model(original)
+    assert not (
+        info.path / bm.IDENTITY_FILE
+    ).exists()  # the HF cache folder is left as huggingface_hub made it
     fetched = set(local_hub.file_requests("GET"))
     assert "model.safetensors" in fetched and "config.json" in fetched
     assert not fetched & {"pytorch_model.bin", "README.md"}
