@@ -338,6 +338,10 @@ def test_doc_cleaning_helpers() -> None:
     cleaned = docs.clean_tagged_block("/**\n * @brief Finds it in {@code xs}.\n * @tparam T the type\n */")
     assert cleaned is not None and cleaned.startswith("Finds it in `xs`.")
     assert docs.limit_length("a " * 10, 5) is None
+    javadoc = docs.clean_tagged_block(
+        "/**\n * {@return the first element}\n * See <code>{@link List#get}</code> and <a href=\n"
+        " * \"{@docRoot}/x.html\">the spec</a> (JLS {@jls 9.6}).\n */")
+    assert javadoc == "Returns the first element.\nSee `List.get` and the spec (JLS 9.6)."
 
 
 # --- dedup, licences, caps ----------------------------------------------------------------------

@@ -128,12 +128,16 @@ def _inline_tags(text: str) -> str:
     text = re.sub(r"\{@snippet[^:\n]*:[ \t]*\n(.*?)\n[ \t]*\}", lambda m: f"```java\n{m.group(1)}\n```",
                   text, flags=re.DOTALL)
     text = re.sub(r"\{*@\{|@\}\}*", "", text)  # Doxygen member groups
+    text = re.sub(r"\{@return\s+([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}", r"Returns \1.", text)
+    text = text.replace("{@docRoot}", "")
     text = _INLINE_TAG_RE.sub(repl, text)
+    text = re.sub(r"\{@\w+\s*([^{}]*)\}", r"\1", text)  # other inline tags ({@jls 9.6}, ...): keep the text
     text = re.sub(r"</?(?:code|tt|var|b|strong|em|i)>", "`", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?<!`)``([^`\n]+)``(?!`)", r"`\1`", text)  # <code>{@link X}</code>
     text = re.sub(r"(?<!`)``(?!`)", "", text)  # empty spans from <code></code>; fences stay
     text = re.sub(r"<(?:p|br|/p|li|/li|ul|/ul|ol|/ol|pre|/pre|dl|/dl|dt|/dt|dd|/dd)\s*/?>", "\n",
                   text, flags=re.IGNORECASE)
-    text = re.sub(r"</?[a-zA-Z][^>]{0,80}>", "", text)
+    text = re.sub(r"</?[a-zA-Z][^>]{0,300}>", "", text)
     # Doxygen: %name suppresses auto-linking, @a/@p/@c mark a word.
     text = re.sub(r"%(?=[A-Za-z_])", "", text)
     text = re.sub(r"[@\\](?:a|p|c|e|em|b)\s+([\w:<>~.]*\w)", r"`\1`", text)
