@@ -1,0 +1,127 @@
+"""Pack commands: ``mole.installPack``, ``mole.removePack``, ``mole.listPacks`` (see protocol.py).
+
+Store calls may touch the network, so they run on the pack thread, never on the model thread:
+completions in installed languages keep working during a download.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
+from mole_lsp import protocol
+from mole_lsp.engine import Engine, FolderPacks
+from mole_lsp.server.app import EngineUnavailable, MoleServer
+from mole_lsp.server.commands import single_argument
+
+
+def _languages(arguments: Any, command: str) -> list[str]:
+    args = single_argument(list(arguments), command)
+    langs = args.get("languages")
+    if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and x.strip() for x in langs):
+        raise JsonRpcInvalidParams(f"{command}: languages must be a non-empty list of language names")
+    return langs
+
+
+async def _engine_or_errors(ls: MoleServer, langs: list[str]) -> tuple[Engine | None, dict[str, str]]:
+    try:
+        return await ls.get_engine(), {}
+    except EngineUnavailable as e:
+        return None, {lang: f"the model is not loaded: {e}" for lang in langs}
+
+
+def _pack_info(ls: MoleServer, lang: str, available: dict[str, Any], installed: dict[str, Any]
+               ) -> protocol.PackInfo:
+    inst = installed.get(lang)
+    avail = available.get(lang)
+    size = getattr(inst, "size_bytes", None) if inst is not None else (avail or {}).get("size_bytes")
+    return {
+        "language": lang,
+        "name": ls.registry.get(lang).name if lang in ls.registry else lang,
+        "installed": inst is not None,
+        "available": avail is not None,
+        "sizeBytes": size,
+        "revision": getattr(inst, "revision", None),
+    }
+
+
+def register(server: MoleServer) -> None:
+    @server.command(protocol.CMD_INSTALL_PACK)
+    async def install_pack(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
+        langs = _languages(arguments, protocol.CMD_INSTALL_PACK)
+        engine, errors = await _engine_or_errors(ls, langs)
+        installed: list[str] = []
+        if engine is None:
+            return {"installed": installed, "errors": errors}
+        store = engine.packs
+        report = ls.progress("mole-lsp: installing packs")
+        await report.begin(", ".join(langs))
+        try:
+            for raw in langs:
+                lang = ls.registry.resolve(raw)
+                if lang is None:
+                    errors[raw] = f"unknown language {raw!r}"
+                    continue
+                ls.set_status(state="downloading", message=f"installing the {lang} pack")
+                try:
+                    if isinstance(store, FolderPacks) or store is None:
+                        if store is None or store.expert_path(lang) is None:
+                            raise RuntimeError(f"no {lang} expert in the pack folder")
+                    else:
+                        await ls.run_io(lambda lang=lang: store.install([lang], progress=report.report))
+                    installed.append(lang)
+                except Exception as e:  # StoreError/OfflineError: one line per language
+                    errors[raw] = str(e)
+        finally:
+            report.end(f"installed: {', '.join(installed) or 'none'}")
+            ls.set_status(state="ready", message=None)
+        if errors:
+            ls.say("; ".join(f"{k}: {v}" for k, v in errors.items()), types.MessageType.Warning, once=False)
+        return {"installed": installed, "errors": errors}
+
+    @server.command(protocol.CMD_REMOVE_PACK)
+    async def remove_pack(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
+        langs = _languages(arguments, protocol.CMD_REMOVE_PACK)
+        engine, errors = await _engine_or_errors(ls, langs)
+        removed: list[str] = []
+        if engine is None:
+            return {"removed": removed, "errors": errors}
+        store = engine.packs
+        for raw in langs:
+            lang = ls.registry.resolve(raw)
+            if lang is None:
+                errors[raw] = f"unknown language {raw!r}"
+                continue
+            if store is None or not hasattr(store, "remove"):
+                errors[raw] = "packs in a local folder are not removed by mole-lsp"
+                continue
+            await ls.run_model(lambda lang=lang: engine.unload_expert(lang))
+            if await ls.run_io(lambda lang=lang: store.remove(lang)):
+                removed.append(lang)
+            else:
+                errors[raw] = f"the {lang} pack is not installed"
+        return {"removed": removed, "errors": errors}
+
+    @server.command(protocol.CMD_LIST_PACKS)
+    async def list_packs(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
+        single_argument(list(arguments), protocol.CMD_LIST_PACKS)
+        engine = await ls.get_engine()
+        store = engine.packs
+        if store is None or isinstance(store, FolderPacks):
+            root = getattr(store, "root", None)
+            langs = sorted(p.name for p in (root / "experts").iterdir()) if root and (root / "experts").is_dir() else []
+            packs = [{"language": x, "name": ls.registry.get(x).name if x in ls.registry else x, "installed": True,
+                      "available": True, "sizeBytes": None, "revision": None} for x in langs]
+            return {"packs": packs, "offline": ls.is_offline(), "repo": str(root or ""), "revision": "local"}
+
+        def gather() -> tuple[dict[str, Any], dict[str, Any], bool, str]:
+            available = store.available()
+            installed = store.installed()
+            return available, installed, bool(store.offline), store.resolved_revision() or store.revision
+
+        available, installed, offline, revision = await ls.run_io(gather)
+        langs = sorted((set(available) | set(installed)) - {"core"})
+        return {"packs": [_pack_info(ls, x, available, installed) for x in langs],
+                "offline": offline or ls.is_offline(), "repo": store.repo_id, "revision": revision}

@@ -1,0 +1,363 @@
+"""The language server end to end: a real ``python -m mole_lsp serve`` subprocess driven by pytest-lsp's
+client, on the tiny random Llama, with tiny packs served by the local hub (tests/hub_server.py).
+
+Routing is asserted through ``mole/trace`` notifications (MOLE_LSP_TRACE=1), never through wording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hub_server import LocalHub
+from lsp_fixtures import PACK_REPO, tiny_world  # noqa: F401
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp.client import make_test_lsp_client
+
+from mole_lsp import protocol
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+PY = "def fib(n):\n    if n < 2:\n        return n\n    return "
+RS = "fn main() {\n    let x = 1;\n    "
+
+
+class Harness:
+    """One server subprocess and its client, plus what the server told us."""
+
+    def __init__(self, hub: LocalHub | None, cache: Path, world: Any, options: dict[str, Any],
+                 offline: bool = False) -> None:
+        self.hub, self.cache, self.world, self.options, self.offline = hub, cache, world, options, offline
+        self.traces: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.client = make_test_lsp_client()
+
+        @self.client.feature("mole/trace")
+        def on_trace(params: Any) -> None:
+            self.traces.append(_plain(params))
+
+        @self.client.feature(protocol.NOTIFY_STATUS)
+        def on_status(params: Any) -> None:
+            self.statuses.append(_plain(params))
+
+    async def start(self) -> types.InitializeResult:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MOLE_"))}
+        env.update(OMP_WAIT_POLICY="PASSIVE", MOLE_LSP_TRACE="1", HF_HOME=str(self.cache / "hf-home"),
+                   HF_HUB_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
+        if self.hub is not None:
+            env["HF_ENDPOINT"] = self.hub.url
+        if self.offline:
+            env["HF_HUB_OFFLINE"] = "1"
+        cmd = [sys.executable, "-m", "mole_lsp", "serve", "--base-model", str(self.world.base_dir),
+               "--pack-repo", PACK_REPO, "--cache-dir", str(self.cache), "--threads", "1"]
+        await self.client.start_io(*cmd, env=env)
+        caps = types.ClientCapabilities(
+            window=types.WindowClientCapabilities(work_done_progress=True, show_message=None),
+            text_document=types.TextDocumentClientCapabilities(
+                inline_completion=types.InlineCompletionClientCapabilities(),
+                completion=types.CompletionClientCapabilities(),
+            ),
+        )
+        return await self.client.initialize_session(
+            types.InitializeParams(capabilities=caps, initialization_options=self.options))
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.shutdown_session(), 20)
+        finally:
+            await self.client.stop()
+
+    def open(self, name: str, language_id: str, text: str) -> str:
+        uri = (self.cache / "docs" / name).as_uri()
+        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id=language_id, version=1, text=text)))
+        return uri
+
+    async def inline(self, uri: str, line: int, character: int) -> types.InlineCompletionList | None:
+        return await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+
+    async def command(self, name: str, *args: Any) -> Any:
+        return await self.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=name, arguments=list(args)))
+
+    async def raw_request(self, method: str, params: Any, msg_id: str | None = None) -> Any:
+        """Send a request exactly as given (no client-side typing), return the result or raise."""
+        proto = self.client.protocol
+        msg_id = msg_id or str(uuid.uuid4())
+        fut = proto._request_futures[msg_id] = asyncio.get_running_loop().create_future()
+        proto._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        return await asyncio.wait_for(_wrap(fut), 60)
+
+    def cancel(self, msg_id: str) -> None:
+        self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+
+    def generated(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [t for t in self.traces if t.get("started") and (kind is None or t["kind"] == kind)]
+
+    def hub_expert_downloads(self) -> set[str]:
+        assert self.hub is not None
+        paths = [r.path for r in self.hub.request_log if r.method == "GET" and "/resolve/" in r.path]
+        return {p.split("/experts/")[1].split("/")[0] for p in paths if "/experts/" in p}
+
+
+async def _wrap(fut: Any) -> Any:
+    return await fut
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return {k: _plain(v) for k, v in vars(obj).items()}
+    return obj
+
+
+async def until(cond, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_world):  # noqa: F811
+    with LocalHub() as h:
+        h.upload_folder(PACK_REPO, tiny_world.packs_dir)
+        h.clear_log()
+        yield h
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("server-cache")
+    (root / "docs").mkdir()
+    return root
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def srv(hub, cache, tiny_world):  # noqa: F811
+    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 8, "explainMaxNewTokens": 8})
+    h.init_result = await h.start()
+    yield h
+    await h.stop()
+
+
+# -- the main server ------------------------------------------------------------------------------------------
+async def test_initialize_advertises_inline_completion_and_commands(srv):
+    caps = srv.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert set(protocol.COMMANDS) <= set(caps.execute_command_provider.commands)
+    await until(lambda: any(s["state"] in ("ready", "error") for s in srv.statuses), what="model load")
+    assert srv.statuses[-1]["state"] == "ready"
+    load = [p for p in srv.client.progress_reports.values() if p and "loading the model" in p[0].title]
+    assert load and load[-1][-1].kind == "end"
+
+
+async def test_python_completion_uses_python_expert_and_downloads_lazily(srv):
+    uri = srv.open("a.py", "python", PY)
+    result = await srv.inline(uri, 3, 11)
+    assert result is not None and len(result.items) <= 1
+    trace = srv.generated("inline")[-1]
+    assert trace["language"] == "python" and trace["expert"] == "python"
+    assert set(trace["routes"]) == {"python"} and 0 < trace["new_tokens"] <= 8
+    assert srv.hub_expert_downloads() == {"python"}
+    status = await srv.command(protocol.CMD_STATUS)
+    assert _plain(status)["activeExpert"] == "python" and _plain(status)["baseOnly"] is False
+
+
+async def test_rust_document_downloads_only_the_rust_folder(srv, cache):
+    before = set(srv.client.progress_reports)
+    uri = srv.open("main.rs", "rust", RS)
+    await srv.inline(uri, 2, 4)
+    trace = srv.generated("inline")[-1]
+    assert set(trace["routes"]) == {"rust"} and trace["expert"] == "rust"
+    assert srv.hub_expert_downloads() == {"python", "rust"}
+    cached = {p.parent.name for p in cache.rglob("experts/*/manifest.json")}
+    assert cached == {"python", "rust"}
+    new = [srv.client.progress_reports[t] for t in set(srv.client.progress_reports) - before]
+    assert any(r and r[0].kind == "begin" and "rust" in (r[0].message or "") for r in new)
+    assert any(r and r[-1].kind == "end" for r in new)
+
+
+async def test_completion_request_for_older_clients(srv):
+    uri = srv.open("b.py", "python", "import os\nos.pa")
+    result = await srv.client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=5)))
+    trace = srv.generated("completion")[-1]
+    assert set(trace["routes"]) == {"python"}
+    for item in result.items:
+        assert item.text_edit.range.start.character == 3  # the edit starts at the word "pa"
+
+
+async def test_explain_uses_nl_adapter_and_code_expert(srv):
+    uri = srv.open("c.py", "python", "def add(a, b):\n    return a + b\n")
+    rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
+    out = _plain(await srv.command(protocol.CMD_EXPLAIN, {"uri": uri, "range": rng}))
+    assert isinstance(out["markdown"], str) and out["language"] == "python"
+    trace = srv.generated("explain")[-1]
+    assert trace["mode"] == "automated" and trace["routes"][0] == "nl"
+
+
+async def test_translate_uses_target_expert(srv):
+    uri = srv.open("d.py", "python", "print('hi')\n")
+    rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
+    out = _plain(await srv.command(protocol.CMD_TRANSLATE, {"uri": uri, "range": rng, "target": "rs"}))
+    assert out["language"] == "rust" and out["vscodeLanguageId"] == "rust" and isinstance(out["code"], str)
+    trace = srv.generated("translate")[-1]
+    assert trace["mode"] == "manual" and set(trace["routes"]) == {"rust"}
+
+
+async def test_new_request_supersedes_the_running_one(srv):
+    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": {"maxNewTokens": 1024}}))
+    uri = srv.open("e.py", "python", "x = [")
+    n = len(srv.traces)
+    first = asyncio.ensure_future(srv.inline(uri, 0, 5))
+    await until(lambda: any(s["state"] == "generating" for s in srv.statuses[-3:]), what="generation start")
+    await asyncio.sleep(0.2)
+    second = await srv.inline(uri, 0, 5)
+    first_result = await first
+    assert not first_result.items  # superseded: nothing shown
+    runs = [t for t in srv.traces[n:] if t["kind"] == "inline" and t.get("started")]
+    assert runs[0]["superseded"] and runs[0]["stop_reason"] == "cancelled" and runs[0]["new_tokens"] < 1024
+    assert second is not None
+    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": {"maxNewTokens": 8}}))
+
+
+async def test_cancel_request_stops_the_generation(srv):
+    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": {"explainMaxNewTokens": 4096}}))
+    uri = srv.open("f.py", "python", "print(1)\n")
+    rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
+    n = len(srv.traces)
+    msg_id = "cancel-me"
+    pending = asyncio.ensure_future(srv.raw_request(
+        types.WORKSPACE_EXECUTE_COMMAND, {"command": protocol.CMD_EXPLAIN, "arguments": [{"uri": uri, "range": rng}]},
+        msg_id))
+    await until(lambda: srv.statuses and srv.statuses[-1]["state"] == "generating", what="generation start")
+    srv.cancel(msg_id)
+    with pytest.raises(JsonRpcException):
+        await pending
+    await until(lambda: any(t["kind"] == "explain" for t in srv.traces[n:]), what="trace")
+    t = [t for t in srv.traces[n:] if t["kind"] == "explain"][0]
+    assert t["stop_reason"] == "cancelled" and t["new_tokens"] < 4096
+    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": {"explainMaxNewTokens": 8}}))
+
+
+@pytest.mark.parametrize("method,params,needle", [
+    ("workspace/executeCommand", {"command": protocol.CMD_EXPLAIN, "arguments": [42]}, "one object"),
+    ("workspace/executeCommand", {"command": protocol.CMD_EXPLAIN,
+                                  "arguments": [{"uri": "file:///nope.py", "range": {}}]}, ""),
+    ("workspace/executeCommand", {"command": protocol.CMD_TRANSLATE, "arguments": [{"uri": "x", "target": "klingon"}]},
+     "unknown target"),
+    ("workspace/executeCommand", {"command": protocol.CMD_INSTALL_PACK, "arguments": [{"languages": "rust"}]},
+     "languages"),
+    ("workspace/executeCommand", {"command": "mole.nope", "arguments": []}, ""),
+    ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///x.py"}}, ""),
+    ("textDocument/inlineCompletion", {"textDocument": {"uri": "file:///x.py"},
+                                       "position": {"line": -1, "character": 0}, "context": {"triggerKind": 1}}, ""),
+])
+async def test_malformed_params_get_errors_and_the_server_keeps_serving(srv, method, params, needle):
+    with pytest.raises(JsonRpcException) as err:
+        await srv.raw_request(method, params)
+    assert needle in str(err.value)
+    status = _plain(await srv.command(protocol.CMD_STATUS))
+    assert status["state"] in ("ready", "generating")
+
+
+async def test_bad_setting_is_reported_and_old_value_kept(srv):
+    n = len(srv.client.messages)
+    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": {"maxNewTokens": -5, "debounceMs": "soon"}}))
+    await until(lambda: len(srv.client.messages) >= n + 2, what="showMessage")
+    texts = " ".join(m.message for m in srv.client.messages[n:])
+    assert "mole.maxNewTokens" in texts and "mole.debounceMs" in texts and "keeping 8" in texts
+    uri = srv.open("g.py", "python", "y = ")
+    await srv.inline(uri, 0, 4)
+    assert srv.generated("inline")[-1]["new_tokens"] <= 8
+
+
+async def test_pack_commands(srv, cache):
+    out = _plain(await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["js", "cobol"]}))
+    assert out["installed"] == ["javascript"] and "cobol" in out["errors"]
+    listing = _plain(await srv.command(protocol.CMD_LIST_PACKS))
+    assert listing["repo"] == PACK_REPO and listing["offline"] is False and len(listing["revision"]) == 40
+    packs = {p["language"]: p for p in listing["packs"]}
+    assert {"python", "rust", "javascript"} <= {k for k, p in packs.items() if p["installed"]}
+    assert packs["rust"]["sizeBytes"] > 0 and packs["rust"]["name"] == "Rust"
+    out = _plain(await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]}))
+    assert out == {"removed": ["javascript"], "errors": {}}
+    assert not list(cache.rglob("experts/javascript/manifest.json"))
+
+
+# -- other servers on the same cache -------------------------------------------------------------------------
+async def test_offline_uses_cached_packs_only(srv, hub, cache, tiny_world):  # noqa: F811
+    hub.clear_log()
+    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4}, offline=True)
+    await h.start()
+    try:
+        uri = h.open("h.py", "python", PY)
+        await h.inline(uri, 3, 11)
+        assert set(h.generated("inline")[-1]["routes"]) == {"python"}
+        uri = h.open("i.js", "javascript", "let a = ")  # removed above, not cached: shared adapter only
+        await h.inline(uri, 0, 8)
+        t = h.generated("inline")[-1]
+        assert set(t["routes"]) == {"shared"} and t["expert"] is None
+        await until(lambda: any("JavaScript expert unavailable" in m.message for m in h.client.messages),
+                    what="offline message")
+        assert any(s["offline"] for s in h.statuses)
+        assert [r for r in hub.request_log if "/resolve/" in r.path] == []
+    finally:
+        await h.stop()
+
+
+async def test_corrupted_cached_pack_is_refused_and_fetched_again(srv, hub, cache, tiny_world):  # noqa: F811
+    blob = next(p for p in cache.rglob("experts/rust/adapters.safetensors")).resolve()
+    data = bytearray(blob.read_bytes())
+    data[-10:] = b"\0" * 10
+    blob.write_bytes(bytes(data))
+    hub.clear_log()
+    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4})
+    await h.start()
+    try:
+        uri = h.open("j.rs", "rust", RS)
+        await h.inline(uri, 2, 4)
+        assert set(h.generated("inline")[-1]["routes"]) == {"rust"}
+        assert h.hub_expert_downloads() == {"rust"}
+    finally:
+        await h.stop()
+
+
+async def test_no_core_pack_means_base_only_said_once(tiny_world, tmp_path):  # noqa: F811
+    h = Harness(None, tmp_path, tiny_world, {"debounceMs": 0, "maxNewTokens": 3}, offline=True)
+    (tmp_path / "docs").mkdir()
+    await h.start()
+    try:
+        uri = h.open("k.py", "python", PY)
+        await h.inline(uri, 3, 11)
+        await h.inline(uri, 3, 11)
+        assert set(h.generated("inline")[-1]["routes"]) == {"base"}
+        status = _plain(await h.command(protocol.CMD_STATUS))
+        assert status["baseOnly"] is True
+        said = [m for m in h.client.messages if "base model only" in m.message]
+        assert len(said) == 1
+    finally:
+        await h.stop()
