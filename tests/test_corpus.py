@@ -17,7 +17,17 @@ from training.corpus_extract import extract
 from training.corpus_samples import HOLE, fim
 from training.corpus_sources import strip_licence_header
 
-pytest.importorskip("tree_sitter")
+GRAMMARS = {"java": "tree_sitter_java", "go": "tree_sitter_go", "rust": "tree_sitter_rust",
+            "javascript": "tree_sitter_javascript", "typescript": "tree_sitter_typescript",
+            "cpp": "tree_sitter_cpp", "c": "tree_sitter_c"}
+
+
+def needs(*languages: str) -> None:
+    """Skip when a tree-sitter grammar wheel is missing (Python itself needs only ``ast``)."""
+    pytest.importorskip("tree_sitter")
+    for lang in languages:
+        if lang in GRAMMARS:
+            pytest.importorskip(GRAMMARS[lang])
 
 # One documented function per language, plus enough body lines to pass the size filter.
 SOURCES: dict[str, tuple[str, str, str, str]] = {
@@ -173,6 +183,7 @@ def run(roots: list[Path], language: str, **kw: object) -> tuple[list[dict], obj
 
 @pytest.mark.parametrize("language", sorted(SOURCES))
 def test_extracts_documented_function(language: str) -> None:
+    needs(language)
     name, source, symbol, phrase = SOURCES[language]
     grammar = "typescript" if language == "typescript" else language
     fns = extract(source, grammar).functions
@@ -190,6 +201,7 @@ def test_extracts_documented_function(language: str) -> None:
 
 @pytest.mark.parametrize("language", sorted(SOURCES))
 def test_builder_emits_all_kinds_per_language(tmp_path: Path, language: str) -> None:
+    needs(language)
     name, source, symbol, phrase = SOURCES[language]
     root = write_tree(tmp_path / "src", {name: source})
     rows, stats = run([root], language, fim_rate=0.0)
@@ -204,6 +216,7 @@ def test_builder_emits_all_kinds_per_language(tmp_path: Path, language: str) -> 
 
 
 def test_doc2code_and_code2doc_shapes(tmp_path: Path) -> None:
+    needs("java")
     name, source, _, _ = SOURCES["java"]
     root = write_tree(tmp_path, {name: source})
     kinds = {}
@@ -269,6 +282,7 @@ class Box:
 
 
 def test_go_directives_and_rust_examples_are_not_prose() -> None:
+    needs("go", "rust")
     go = "package p\n\n// Sum adds up the numbers of the slice and returns it.\n//go:noinline\nfunc Sum(xs []int) int {\n\tt := 0\n\tfor _, x := range xs {\n\t\tt += x\n\t}\n\treturn t\n}\n"
     fn = extract(go, "go").functions[0]
     assert fn.doc == "Sum adds up the numbers of the slice and returns it."
@@ -284,6 +298,7 @@ def test_form_feeds_do_not_shift_python_lines() -> None:
 
 
 def test_inherit_doc_and_issue_numbers_are_not_prose() -> None:
+    needs("java", "cpp")
     body = " int size() {\n    int n = 0;\n    n += 1;\n    return n;\n  }\n"
     java = "class A {\n  /** {@inheritDoc} */\n  public" + body + "}\n"
     assert extract(java, "java").functions[0].doc is None
@@ -292,6 +307,7 @@ def test_inherit_doc_and_issue_numbers_are_not_prose() -> None:
 
 
 def test_javadoc_snippets_become_fences_and_ts_arrows_are_functions() -> None:
+    needs("typescript")
     doc = docs.clean_tagged_block("/**\n * Opens it.\n * <p> Same as:\n * {@snippet lang=java :\n * open(null);\n * }\n */")
     assert doc == "Opens it.\n\nSame as:\n```java\nopen(null);\n```"
     ts = ("/**\n * Doubles every number of the list it receives.\n */\nexport const double =\n"
@@ -302,11 +318,13 @@ def test_javadoc_snippets_become_fences_and_ts_arrows_are_functions() -> None:
 
 
 def test_comment_separated_by_blank_line_is_not_a_doc() -> None:
+    needs("go")
     src = "package p\n\n// A file comment far away from the function.\n\nfunc F(a int) int {\n\tb := a + 1\n\tc := b * 2\n\treturn c\n}\n"
     assert extract(src, "go").functions[0].doc is None
 
 
 def test_javascript_assignment_and_iife_functions() -> None:
+    needs("javascript")
     src = '''\
 ;(function() {
   /**
@@ -355,6 +373,7 @@ def test_duplicates_keep_one_sample(tmp_path: Path) -> None:
 
 
 def test_licence_headers_are_stripped(tmp_path: Path) -> None:
+    needs("java", "go")
     header = "/*\n * Copyright (c) 2009, Example Corp. All rights reserved.\n * Licensed under the Apache License.\n */\n"
     java = SOURCES["java"][1].replace("package org.demo;\n\npublic class Util {\n",
                                       "public class Util {\n")
@@ -428,6 +447,7 @@ def test_cli_is_byte_for_byte_deterministic(tmp_path: Path, capsys: pytest.Captu
 # --- zips -----------------------------------------------------------------------------------
 
 def test_reads_zip_archives(tmp_path: Path) -> None:
+    needs("java")
     name, source, symbol, _ = SOURCES["java"]
     archive = tmp_path / "src.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -466,6 +486,7 @@ def test_bad_files_are_skipped_and_counted(tmp_path: Path) -> None:
 
 
 def test_tree_sitter_errors_drop_only_broken_functions(tmp_path: Path) -> None:
+    needs("go")
     _, good, _, _ = SOURCES["go"]
     broken = "package strs\n\nfunc Broken(s string) string {\n\treturn s +* ) (\n\tx :=\n}\n"
     root = write_tree(tmp_path, {"ok.go": good, "bad.go": broken, "bin.go": b"\x00\x01\x02garbage"})
@@ -475,6 +496,7 @@ def test_tree_sitter_errors_drop_only_broken_functions(tmp_path: Path) -> None:
 
 
 def test_cpp_extensionless_headers_need_a_mode_line(tmp_path: Path) -> None:
+    needs("cpp")
     _, source, symbol, _ = SOURCES["cpp"]
     root = write_tree(tmp_path, {
         "include/algo": "// <algo> -*- C++ -*-\n\n" + source,
@@ -487,6 +509,7 @@ def test_cpp_extensionless_headers_need_a_mode_line(tmp_path: Path) -> None:
 
 
 def test_cpp_headers_stay_out_of_a_c_corpus(tmp_path: Path) -> None:
+    needs("c")
     _, c_source, _, _ = SOURCES["c"]
     _, cpp_source, _, _ = SOURCES["cpp"]
     root = write_tree(tmp_path, {"sum.h": c_source, "algo.h": cpp_source})
