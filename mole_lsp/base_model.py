@@ -808,6 +808,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp files are private; these are plain cache records
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -95,6 +95,9 @@ def test_pinned_revision_still_resolves_after_main_moved(local_hub: LocalHub) ->
     local_hub.set_ref("acme/m", "v1")
     new = local_hub.commit("acme/m", {"weights.bin": b"new!"}, delete=["keep.txt"])
     assert old != new
+    refs = HfApi(endpoint=local_hub.url).list_repo_refs("acme/m")
+    assert [(b.name, b.target_commit) for b in refs.branches] == [("main", new)]
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("v1", old)]
     assert Path(hf_hub_download("acme/m", "weights.bin", revision=old)).read_bytes() == b"old"
     assert Path(hf_hub_download("acme/m", "weights.bin")).read_bytes() == b"new!"
     assert Path(hf_hub_download("acme/m", "keep.txt", revision="v1")).read_text() == "k"
