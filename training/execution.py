@@ -43,6 +43,7 @@ from functools import cache
 from pathlib import Path
 
 __all__ = [
+    "CPP_PRELUDE",
     "RUNNERS",
     "RUST_CRATES",
     "ExecResult",
@@ -303,6 +304,7 @@ class _Ctx:
     limits: Limits
     cache_dir: Path
     rust: _RustDeps | None = None
+    pch_dir: Path | None = None
     program: str = ""
 
 
@@ -327,8 +329,21 @@ def _interpreter(name: str) -> str | None:
     return usable[0] if usable else None
 
 
+# Standard headers most C++ test programs start with. A program that begins with exactly this text
+# compiles against a precompiled header built once per compiler (parsing these headers is most of
+# the compile time of a small program).
+CPP_PRELUDE = "".join(f"#include <{h}>\n" for h in (
+    "algorithm", "cassert", "climits", "cmath", "cstdio", "cstdlib", "cstring", "deque", "functional",
+    "iostream", "list", "map", "numeric", "queue", "set", "sstream", "stack", "string", "unordered_map",
+    "unordered_set", "utility", "vector")) + "using namespace std;\n"
+_CPP_FLAGS = ("-std=c++17", "-O0", "-w", "-fno-diagnostics-color")
+_PCH_NAME = "mole_prelude.h"
+
+
 def _cpp_compile(ctx: _Ctx) -> list[str]:
-    cmd = [_tool("g++"), "-std=c++17", "-O1", "-w", "-fno-diagnostics-color", "-o", "prog", "prog.cpp", "-lm"]
+    cmd = [_tool("g++"), *_CPP_FLAGS, "-o", "prog", "prog.cpp", "-lm"]
+    if ctx.pch_dir is not None:
+        cmd[1:1] = ["-I", str(ctx.pch_dir)]
     if re.search(r"#\s*include\s*[<\"]openssl/", ctx.program):
         cmd.append("-lcrypto")
     return cmd
@@ -491,6 +506,26 @@ def _build_rust_deps(cache_dir: Path) -> _RustDeps:
         deps_dir = Path(next(iter(externs.values()))).parent
         manifest.write_text(json.dumps({"deps_dir": str(deps_dir), "externs": externs, "versions": versions}))
         return _RustDeps(deps_dir, externs, versions)
+
+
+def _build_cpp_pch(cache_dir: Path) -> Path:
+    """Precompile CPP_PRELUDE with the flags samples use; GCC ignores a stale or mismatched .gch and
+    parses the header itself, so the result is only ever faster, never different."""
+    gxx = _tool("g++")
+    ident = subprocess.run([gxx, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(f"{ident}\n{_CPP_FLAGS}\n{CPP_PRELUDE}".encode()).hexdigest()[:16]
+    root = cache_dir / "cpp-pch" / key
+    root.mkdir(parents=True, exist_ok=True)
+    header, gch = root / _PCH_NAME, root / f"{_PCH_NAME}.gch"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not gch.exists():
+            header.write_text(CPP_PRELUDE)
+            tmp = root / f"{_PCH_NAME}.gch.tmp"
+            subprocess.run([gxx, *_CPP_FLAGS, "-x", "c++-header", str(header), "-o", str(tmp)], check=True,
+                           capture_output=True, timeout=600)
+            os.replace(tmp, gch)
+    return root
 
 
 # --------------------------------------------------------------------------------------------------
@@ -739,6 +774,9 @@ class Executor:
         self._rust: _RustDeps | None = None
         self._rust_error: str | None = None
         self._rust_lock = threading.Lock()
+        self._pch: Path | None = None
+        self._pch_failed = False
+        self._pch_lock = threading.Lock()
         self._toolchains: dict[str, Toolchain] = {}
         self._tc_lock = threading.Lock()
 
@@ -774,6 +812,15 @@ class Executor:
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                     self._rust_error = f"Rust crates unavailable: {str(e).strip().splitlines()[0]}"
             return self._rust
+
+    def _cpp_pch(self) -> Path | None:
+        with self._pch_lock:
+            if self._pch is None and not self._pch_failed:
+                try:
+                    self._pch = _build_cpp_pch(self.cache_dir)
+                except (OSError, subprocess.SubprocessError):
+                    self._pch_failed = True  # compile without it
+            return self._pch
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -812,10 +859,15 @@ class Executor:
         lease = None
         try:
             os.chmod(workdir, 0o700)
-            src = workdir / runner.source
-            src.write_text(program, encoding="utf-8")
-            os.chmod(src, 0o644)
             ctx = _Ctx(workdir, limits, self.cache_dir, program=program)
+            source = program
+            if lang == "cpp" and program.startswith(CPP_PRELUDE):
+                ctx.pch_dir = self._cpp_pch()
+                if ctx.pch_dir is not None:
+                    source = f'#include "{_PCH_NAME}"\n' + program[len(CPP_PRELUDE):]
+            src = workdir / runner.source
+            src.write_text(source, encoding="utf-8")
+            os.chmod(src, 0o644)
             if lang == "rust" and re.search(rf"\b(?:{'|'.join(RUST_CRATES)})\b", program):
                 ctx.rust = self._rust_deps()  # built once; programs that use no crate do not wait for it
             compile_s = 0.0

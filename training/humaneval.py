@@ -30,8 +30,11 @@ import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from training.execution import CPP_PRELUDE
 
 __all__ = [
     "BENCHMARK_LANGUAGES",
@@ -265,6 +268,19 @@ def download_humanevalpack(languages: Iterable[str], *, revision: str | None = N
 # Lexical helpers: masking comments and literals so braces, definitions and imports can be found
 
 
+# Characters where a comment or literal may start, per language.
+_SPECIAL = {
+    "python": re.compile(r"[#'\"]"),
+    "rust": re.compile(r"//|/\*|[\"']|(?<![\w])b?r#*\""),
+    "cpp": re.compile(r"//|/\*|[\"']|(?<![\w])R\""),
+    "javascript": re.compile(r"//|/\*|[\"'`/]"),
+    "go": re.compile(r"//|/\*|[\"'`]"),
+    "java": re.compile(r"//|/\*|[\"']"),
+}
+_NOT_NEWLINE = re.compile(r"[^\n]")
+_RUST_COMMENT_EDGE = re.compile(r"/\*|\*/")
+_QUOTE_STOPS = {(q, ml): re.compile("|".join([r"\\", re.escape(q)] + ([] if ml else [r"\n"])))
+                for q in ('"', "'", "`", '"""', "'''") for ml in (False, True)}
 _CHAR_LIT = re.compile(r"'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|u[0-9a-fA-F]{4}|[0-7]{1,3}|.)|[^\\'\n])'")
 _JS_REGEX_BEFORE = set("(,=:[!&|?{};+-*%<>~^")
 
@@ -276,26 +292,30 @@ def mask(text: str, language: str) -> str:
     n = len(text)
 
     def blank(a: int, b: int) -> None:
-        for j in range(a, min(b, n)):
-            if out[j] != "\n":
-                out[j] = " "
+        b = min(b, n)
+        if a < b:
+            out[a:b] = _NOT_NEWLINE.sub(" ", text[a:b])
 
     def quoted(i: int, quote: str, multiline: bool = False) -> int:
         """End (exclusive) of a quoted literal starting at i (which holds the quote)."""
+        stops = _QUOTE_STOPS[(quote, multiline)]
         j = i + len(quote)
-        while j < n:
-            if text[j] == "\\":
-                j += 2
+        while True:
+            m = stops.search(text, j)
+            if m is None:
+                return n
+            if m.group() == "\\":
+                j = m.end() + 1
                 continue
-            if text.startswith(quote, j):
-                return j + len(quote)
-            if text[j] == "\n" and not multiline:
-                return j
-            j += 1
-        return n
+            return m.end() if m.group() == quote else m.start()
 
+    special = _SPECIAL.get(language, _SPECIAL["cpp"])
     i = 0
     while i < n:
+        found = special.search(text, i)  # jump over plain code at C speed
+        if found is None:
+            break
+        i = found.start()
         ch = text[i]
         if language == "python":
             if ch == "#":
@@ -320,14 +340,18 @@ def mask(text: str, language: str) -> str:
             i = j
             continue
         if text.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if language == "rust" and text.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif text.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
+            if language == "rust":  # Rust block comments nest
+                depth, j = 1, i + 2
+                while depth:
+                    m = _RUST_COMMENT_EDGE.search(text, j)
+                    if m is None:
+                        j = n
+                        break
+                    depth += 1 if m.group() == "/*" else -1
+                    j = m.end()
+            else:
+                j = text.find("*/", i + 2)
+                j = n if j < 0 else j + 2
             blank(i, j)
             i = j
             continue
@@ -402,6 +426,7 @@ _KEYWORDS = {"if", "for", "while", "switch", "catch", "return", "else", "new", "
              "delete", "synchronized", "try"}
 
 
+@lru_cache(maxsize=4096)
 def _def_pattern(language: str, name: str = r"[A-Za-z_]\w*") -> re.Pattern[str]:
     """Where a function called ``name`` is defined (run on masked text); group 1 is the name."""
     n = f"({name})"
@@ -578,10 +603,6 @@ def _docstring_of(language: str, prompt: str) -> str:
 
 _PY_HEADER = ("import math\nimport re\nimport sys\nimport copy\nimport heapq\nimport string\nimport itertools\n"
               "import functools\nimport collections\nimport hashlib\nfrom typing import *\n\n")
-_CPP_HEADER = "".join(f"#include <{h}>\n" for h in (
-    "algorithm", "cassert", "climits", "cmath", "cstdio", "cstdlib", "cstring", "deque", "functional",
-    "iostream", "list", "map", "numeric", "queue", "set", "sstream", "stack", "string", "unordered_map",
-    "unordered_set", "utility", "vector")) + "using namespace std;\n"
 _JAVA_HEADER = "import java.util.*;\nimport java.util.stream.*;\nimport java.lang.*;\n"
 # console.assert only logs; HumanEval-X's JavaScript tests rely on it, so make a false assertion fatal.
 _JS_HEADER = ("console.assert = (cond, ...msg) => {\n"
@@ -610,7 +631,7 @@ def build_program(problem: Problem, completion: str, *, example_tests: bool = Fa
         call = f"\n\ncheck({problem.entry_point})\n" if needs_call else ""
         return _PY_HEADER + source.rstrip("\n") + "\n\n" + test + call
     if lang == "cpp":
-        return _CPP_HEADER + source + "\n" + test
+        return CPP_PRELUDE + source + "\n" + test
     if lang == "java":
         return _JAVA_HEADER + _strip_packages(source, lang) + "\n" + test
     if lang == "javascript":
