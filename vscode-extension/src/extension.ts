@@ -3,6 +3,7 @@
  * commands, the status bar item and the settings. Decisions live in the pure modules next to this
  * one (settings, python, statusView, commands) so they can be unit-tested without VS Code.
  */
+import * as readline from 'node:readline';
 import * as vscode from 'vscode';
 import {
   CloseAction,
@@ -61,6 +62,8 @@ import {
   describeSource,
   pipInstallCommandLine,
   resolvePython,
+  StderrTail,
+  stderrLevel,
   runProbe,
   serverCommand,
   startupProblemMessage,
@@ -97,11 +100,25 @@ const EXTENSION_ID = 'mole-lsp.mole-lsp';
 /** Documents the server sees: files on disk and untitled editors. */
 const DOCUMENT_SELECTOR = [{ scheme: 'file' }, { scheme: 'untitled' }];
 
+/**
+ * vscode-languageclient pops up its own "couldn't create connection" error when a start fails; the
+ * extension explains that failure itself (with the server's last stderr line and a Retry button), so
+ * while starting the library's forced notifications only go to the log.
+ */
+class MoleLanguageClient extends LanguageClient {
+  quiet = true;
+
+  override error(message: string, data?: unknown, showNotification?: boolean | 'force'): void {
+    super.error(message, data, this.quiet && showNotification === 'force' ? false : showNotification);
+  }
+}
+
 class MoleExtension implements vscode.Disposable {
   private readonly log: vscode.LogOutputChannel;
   private readonly item: vscode.StatusBarItem;
   private readonly disposables: vscode.Disposable[] = [];
-  private client: LanguageClient | undefined;
+  private client: MoleLanguageClient | undefined;
+  private readonly stderr = new StderrTail();
   private phase: ClientPhase = 'stopped';
   private phaseDetail: string | undefined;
   private status: Status | undefined;
@@ -235,7 +252,8 @@ class MoleExtension implements vscode.Disposable {
         env: { ...process.env, PYTHONUNBUFFERED: '1', PYTHONIOENCODING: 'utf-8' },
       },
     };
-    const languageClient = new LanguageClient(SECTION, 'MoLE', serverOptions, this.clientOptions());
+    this.stderr.clear();
+    const languageClient = new MoleLanguageClient(SECTION, 'MoLE', serverOptions, this.clientOptions());
     this.client = languageClient;
     languageClient.onNotification(NOTIFY_STATUS, (raw: unknown) => this.statusReceived(raw));
     languageClient.onDidChangeState((e) => {
@@ -249,12 +267,16 @@ class MoleExtension implements vscode.Disposable {
       await languageClient.start();
     } catch (err) {
       if (this.client !== languageClient) return;
-      const why = err instanceof Error ? err.message : String(err);
+      const why = this.stderr.reason() ?? (err instanceof Error ? err.message : String(err));
       this.log.error(`The server failed to start: ${why}`);
       this.setPhase('failed', `The server failed to start: ${why}`);
-      this.showProblem(`MoLE: the server failed to start (${why}). The log shows what the server printed.`, ['showLogs', 'retry']);
+      this.showProblem(
+        `MoLE: the server stopped while starting: ${why}. Check that "${cmd.command} -m mole_lsp serve" works in a terminal; the log has the details.`,
+        ['showLogs', 'retry'],
+      );
       return;
     }
+    languageClient.quiet = false;
     this.setPhase('running');
     const problems = readServerSettings((n) => config.get(n)).problems;
     if (problems.length) this.warnSettings(problems);
@@ -305,18 +327,25 @@ class MoleExtension implements vscode.Disposable {
       outputChannel: this.log,
       revealOutputChannelOn: RevealOutputChannelOn.Never,
       initializationOptions: () => this.serverSettings(),
+      // Reported by doStart when start() rejects; never retried automatically.
       initializationFailedHandler: (error: unknown) => {
-        const why = error instanceof Error ? error.message : String(error);
-        this.log.error(`Initialization failed: ${why}`);
-        this.setPhase('failed', `Initialization failed: ${why}`);
-        this.showProblem(`MoLE: the server could not initialise (${why}).`, ['showLogs', 'retry']);
+        this.log.error(`Initialization failed: ${error instanceof Error ? error.message : String(error)}`);
         return false;
+      },
+      stdioOptions: {
+        stdout: (input, channel) => lines(input, (line) => channel.info(line)),
+        stderr: (input, channel) =>
+          lines(input, (line) => {
+            this.stderr.push(line);
+            channel[stderrLevel(line)](line);
+          }),
       },
       errorHandler: {
         error: (_error, _message, count) =>
           count !== undefined && count <= 3 ? { action: ErrorAction.Continue } : { action: ErrorAction.Shutdown },
         closed: () => {
-          if (this.stopping) return { action: CloseAction.DoNotRestart, handled: true };
+          // A server that never got running is reported by doStart, not restarted in a loop.
+          if (this.stopping || this.phase !== 'running') return { action: CloseAction.DoNotRestart, handled: true };
           if (this.crashes.crashed(Date.now())) {
             this.log.warn(`The server stopped unexpectedly; restarting (${this.crashes.recentCrashes} in the last 3 minutes).`);
             this.status = undefined;
@@ -489,6 +518,7 @@ class MoleExtension implements vscode.Disposable {
   }
 
   private sourceEditor(action: string): { editor: vscode.TextEditor; range: LspRange; uri: string } | undefined {
+    const client = this.runningClient();
     const editor = vscode.window.activeTextEditor;
     if (!editor) {
       void vscode.window.showWarningMessage(`MoLE: open a file and select the code to ${action}.`);
@@ -503,7 +533,6 @@ class MoleExtension implements vscode.Disposable {
       void vscode.window.showWarningMessage(`MoLE: select the code to ${action} (the cursor line is empty).`);
       return undefined;
     }
-    const client = this.runningClient();
     return { editor, range, uri: client.code2ProtocolConverter.asUri(editor.document.uri) };
   }
 
@@ -793,6 +822,10 @@ class MoleExtension implements vscode.Disposable {
     await this.enqueue(() => this.doStop());
     for (const d of this.disposables.splice(0)) d.dispose();
   }
+}
+
+function lines(input: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on('line', onLine);
 }
 
 class NotRunning extends Error {

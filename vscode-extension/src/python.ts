@@ -321,3 +321,43 @@ export const ACTION_LABELS: Record<StartupAction, string> = {
   showLogs: 'Show Logs',
   retry: 'Retry',
 };
+
+export type LogLevel = 'error' | 'warn' | 'info';
+
+/** The log level for one line the server printed on stderr (Python logging writes every level there). */
+export function stderrLevel(line: string): LogLevel {
+  if (/\b(CRITICAL|ERROR|FATAL)\b|^Traceback \(most recent call last\)|^\w*(Error|Exception)\b|^\s*\w+(\.\w+)*(Error|Exception): /.test(line)) {
+    return 'error';
+  }
+  if (/\bWARN(ING)?\b/.test(line)) return 'warn';
+  return 'info';
+}
+
+/** Keeps the last lines the server printed on stderr, to explain a failed start. */
+export class StderrTail {
+  private readonly lines: string[] = [];
+
+  constructor(private readonly max = 40) {}
+
+  push(line: string): void {
+    this.lines.push(line);
+    if (this.lines.length > this.max) this.lines.shift();
+  }
+
+  clear(): void {
+    this.lines.length = 0;
+  }
+
+  /** The most telling line: the last exception line, else the last non-empty line. */
+  reason(): string | undefined {
+    for (let i = this.lines.length - 1; i >= 0; i--) {
+      const l = (this.lines[i] ?? '').trim();
+      if (/^\w+(\.\w+)*(Error|Exception|Exit|Interrupt)\b/.test(l)) return l;
+    }
+    for (let i = this.lines.length - 1; i >= 0; i--) {
+      const l = (this.lines[i] ?? '').trim();
+      if (l) return l;
+    }
+    return undefined;
+  }
+}

@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 
 import {
   PROBE_SCRIPT,
+  StderrTail,
   classifyProbe,
   defaultPython,
   expandVariables,
@@ -14,6 +15,7 @@ import {
   runProbe,
   serverCommand,
   startupProblemMessage,
+  stderrLevel,
   type ProbeOutcome,
   type ResolvedPython,
 } from '../src/python';
@@ -269,5 +271,32 @@ describe('startupProblemMessage', () => {
       assert.ok(p.message.startsWith('MoLE: '), p.message);
       assert.ok(p.actions.length >= 2, kind);
     }
+  });
+});
+
+describe('server stderr', () => {
+  it('picks a log level per line', () => {
+    assert.equal(stderrLevel('INFO mole_lsp.server: ready'), 'info');
+    assert.equal(stderrLevel('2026-11-22 WARNING pack rust is stale'), 'warn');
+    assert.equal(stderrLevel('ERROR mole_lsp: cannot load'), 'error');
+    assert.equal(stderrLevel('Traceback (most recent call last):'), 'error');
+    assert.equal(stderrLevel('ModuleNotFoundError: No module named torch'), 'error');
+    assert.equal(stderrLevel('  File "x.py", line 3, in <module>'), 'info');
+    assert.equal(stderrLevel('torch.cuda.OutOfMemoryError: CUDA out of memory'), 'error');
+  });
+
+  it('explains a failed start with the last exception line', () => {
+    const tail = new StderrTail(3);
+    assert.equal(tail.reason(), undefined);
+    for (const l of ['INFO starting', 'Traceback (most recent call last):', '  File "a.py", line 1', 'ImportError: libtorch_cpu.so: cannot open', '']) {
+      tail.push(l);
+    }
+    assert.equal(tail.reason(), 'ImportError: libtorch_cpu.so: cannot open');
+    const plain = new StderrTail();
+    plain.push('usage: mole-lsp serve [-h]');
+    plain.push('mole-lsp serve: error: unrecognized arguments: --bad');
+    assert.equal(plain.reason(), 'mole-lsp serve: error: unrecognized arguments: --bad');
+    plain.clear();
+    assert.equal(plain.reason(), undefined);
   });
 });
