@@ -715,8 +715,9 @@ def _classify_run(language: str, p: _Proc, limits: Limits) -> tuple[Status, str]
         return Status.TIMEOUT, f"wall-clock limit ({limits.wall_s:g} s)"
     if p.signal == signal.SIGXCPU or (p.signal == signal.SIGKILL and p.cpu_s >= limits.cpu_s):
         return Status.TIMEOUT, f"CPU time limit ({limits.cpu_s} s)"
-    if any(m in both for m in _MEMORY_MARKERS.get(language, ())):
-        return Status.MEMORY, f"memory limit ({limits.memory_mb} MB): {_last_line(p.stderr)}"
+    hit = next((m for m in _MEMORY_MARKERS.get(language, ()) if m in both), None)
+    if hit is not None:
+        return Status.MEMORY, f"memory limit ({limits.memory_mb} MB): {_first_line_with(both, hit)}"
     if p.exit_code == 0:
         return Status.PASSED, ""
     if p.signal == signal.SIGXFSZ or "File too large" in both:  # Python ignores SIGXFSZ: EFBIG instead
