@@ -227,7 +227,7 @@ def test_config_presets_toml_sections_and_flags(tmp_path):
     f.write_text('preset = "quick"\n[optim]\nlr = 2e-4\n[adapters]\nmethod = "alllang"\n')
     cfg = load_config(["--config", str(f), "--variant", "32+32", "--no-export", "--data", "a.jsonl,b.jsonl"])
     assert (cfg.lr, cfg.method, cfg.r_shared, cfg.r_expert, cfg.export) == (2e-4, "alllang", 32, 32, False)
-    assert cfg.data == ["a.jsonl", "b.jsonl"] and cfg.max_length == 256  # the rest comes from the preset
+    assert cfg.data == ["a.jsonl", "b.jsonl"] and cfg.max_length == 192  # the rest comes from the preset
     with pytest.raises(ValueError, match="unknown setting"):
         f.write_text("learning_rate = 1\n")
         load_config(["--config", str(f)])

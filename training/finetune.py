@@ -170,6 +170,7 @@ def evaluate(cfg: TrainConfig, prep: methods.Prepared, val: EncodedSet, language
     order = sorted(range(len(val)), key=lambda i: (len(val.examples[i]), i))
     bs = cfg.micro_batch
     batches = [order[i:i + bs] for i in range(0, len(order), bs)][dist.rank::dist.world]
+    languages = list(languages) + sorted({e.language for e in val.examples} - set(languages))
     lang_ix = {lang: i for i, lang in enumerate(languages)}
     sums = torch.zeros(len(languages), 2, dtype=torch.float64)
     for b in batches:
