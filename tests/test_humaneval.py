@@ -539,3 +539,68 @@ def test_problem_from_record_minimal() -> None:
     assert "check(" not in build_program(p, p.solution)
     q = problem_from_record({**rec, "test": "def check(candidate):\n    assert candidate(2) == 2\n"})
     assert build_program(q, q.solution).rstrip().endswith("check(f)")  # HumanEval style: call added
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation building blocks (training.evaluate) with stand-in generators
+
+
+def _oracle(prompts):
+    """Answers every code prompt with the reference continuation and describes code by its docstring."""
+    out = []
+    for tp in prompts:
+        if tp.language is None:
+            out.append(tp.problem.docstring)
+        elif tp.task == "synthesis":
+            out.append(tp.problem.solution + "```\nDone.")
+        else:  # translation and summary synthesis continue the target's declaration
+            out.append(tp.problem.solution + "```")
+    return out
+
+
+def test_evaluate_tasks_with_an_oracle(problems: dict[str, list[Problem]], executor: Executor) -> None:
+    from training.evaluate import (
+        evaluate_code_task,
+        evaluate_summarization,
+        pass_rates,
+        synthesis_prompts,
+        translation_prompts,
+    )
+
+    needs("python")
+    needs("javascript")
+    subset = {lang: problems[lang] for lang in ("javascript", "python")}
+    results = evaluate_code_task(synthesis_prompts(subset), _oracle, executor)
+    results += evaluate_code_task(translation_prompts(subset), _oracle, executor)
+    results += evaluate_summarization(subset, _oracle, executor)
+    assert all(r.result.passed for r in results), [(r.task, r.task_id, r.result.reason) for r in results]
+    rates = pass_rates(results)
+    assert set(rates) == {"synthesis", "translation", "summarization"}
+    assert set(rates["translation"]) == {"javascript->python", "python->javascript", "all"}
+    assert rates["synthesis"]["all"] == {1: 1.0}
+    assert all(r.summary for r in results if r.task == "summarization")
+    # A generator that writes nothing useful fails every problem, and a count mismatch is an error.
+    bad = evaluate_code_task(synthesis_prompts(subset), lambda ps: ["    pass\n```"] * len(ps), executor)
+    assert not any(r.result.passed for r in bad)
+    with pytest.raises(ValueError, match="answers"):
+        evaluate_code_task(synthesis_prompts(subset), lambda ps: [], executor)
+
+
+def test_check_reference_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.evaluate import main
+
+    needs("python")
+    root = write_humaneval_x(tmp_path / "hx")
+    for mode in ([], ["--as-response", "synthesis"], ["--as-response", "translation"]):
+        code = main(["--check-reference", "--data", str(root), "--languages", "python", "--workers", "2", *mode])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert re.search(r"^python\s+2\s+0\s+2\s", out, re.M), out
+    # A dataset defect (a wrong reference) is reported with its reason and a non-zero exit code.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    rec = dict(X_RECORDS["python"][0], canonical_solution="    return 0\n")
+    (broken / "humaneval_python.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main(["--check-reference", "--data", str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "failures:" in out and "Python/0" in out and "failed" in out

@@ -86,20 +86,29 @@ def check_reference(problems: Mapping[str, Sequence[Problem]], executor: Executo
     through a task's answer path instead (fenced answer → extract_code → whole-code assembly), which
     checks that path on 164 known-good answers per language."""
     flat = [p for ps in problems.values() for p in ps]
-    jobs = []
-    for p in flat:
+    results: list[ExecResult | None] = [None] * len(flat)
+    jobs, where = [], []
+    for i, p in enumerate(flat):
         if as_response:
             prompt, response = _reference_response(p, as_response)
-            program = program_from_response(prompt, response, example_tests=example_tests) or ""
+            program = program_from_response(prompt, response, example_tests=example_tests)
         else:
             program = build_program(p, p.solution, example_tests=example_tests)
-        jobs.append((p.language, program))
+        if program is None:
+            results[i] = ExecResult(p.language, Status.FAILED, "no code extracted from the answer")
+            if on_result is not None:
+                on_result(p, results[i])
+        else:
+            jobs.append((p.language, program))
+            where.append(i)
 
-    def report(i: int, r: ExecResult) -> None:
+    def report(j: int, r: ExecResult) -> None:
         if on_result is not None:
-            on_result(flat[i], r)
+            on_result(flat[where[j]], r)
 
-    return list(zip(flat, executor.run_many(jobs, on_result=report), strict=True))
+    for j, r in enumerate(executor.run_many(jobs, on_result=report)):
+        results[where[j]] = r
+    return [(p, r) for p, r in zip(flat, results, strict=True) if r is not None]
 
 
 def format_reference_table(outcomes: Sequence[tuple[Problem, ExecResult]]) -> str:
@@ -210,9 +219,11 @@ class _Progress:
     def __call__(self, problem: Problem, result: ExecResult) -> None:
         self.done += 1
         self.failed += not result.passed
-        if sys.stderr.isatty() or self.done % 50 == 0 or self.done == self.total:
-            print(f"\r{self.done}/{self.total} run, {self.failed} not passed, "
-                  f"{time.monotonic() - self.started:.0f} s", end="\n" if self.done == self.total else "",
+        tty = sys.stderr.isatty()
+        if tty or self.done % 50 == 0 or self.done == self.total:
+            last = self.done == self.total
+            print(f"{chr(13) if tty else ''}{self.done}/{self.total} run, {self.failed} not passed, "
+                  f"{time.monotonic() - self.started:.0f} s", end="\n" if last or not tty else "",
                   file=sys.stderr, flush=True)
 
 
