@@ -126,7 +126,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-async def until(cond, timeout: float = 30.0, what: str = "condition") -> None:
+async def until(cond, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         if asyncio.get_running_loop().time() > deadline:
