@@ -171,20 +171,26 @@ class MoleLinear(nn.Module):
         single = plan.single_route
         if self._merged is not None and single == self._merged[0]:
             return F.linear(x, self._merged[1], self.base.bias)
-        y = self.base(x)
-        if single is not None:
-            d = self.delta(x.reshape(-1, self.in_features), single)
-            return y if d is None else y + d.to(y.dtype).view(*lead, self.out_features)
-        if not plan.groups:
-            return y
         x2 = x.reshape(-1, self.in_features)
+        y = F.linear(x2, self.base.weight, self.base.bias)
+        if single is not None:  # every token takes one route (decoding, completions): no gather/scatter
+            f = self.factors(single)
+            if f is None:
+                return y.view(*lead, self.out_features)
+            a, b = f
+            h = F.linear(self.dropout(x2 if x2.dtype == a.dtype else x2.to(a.dtype)), a)
+            if h.dtype == y.dtype:
+                return torch.addmm(y, h, b.t()).view(*lead, self.out_features)  # add fused into the GEMM
+            return (y + F.linear(h, b).to(y.dtype)).view(*lead, self.out_features)
+        if not plan.groups:
+            return y.view(*lead, self.out_features)
         xs = x2.index_select(0, plan.order)
         outs = []
         for g in plan.groups:
             d = self.delta(xs[g.start:g.stop], g.route)
             outs.append(d if d is not None else xs.new_zeros(g.stop - g.start, self.out_features, dtype=self.adapter_dtype))
         upd = torch.cat(outs).to(y.dtype)
-        return y.reshape(-1, self.out_features).index_add(0, plan.order, upd).view(*lead, self.out_features)
+        return y.index_add(0, plan.order, upd).view(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         c = self.config

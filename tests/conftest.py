@@ -12,6 +12,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the real Hub; local hubs set their own
 torch.set_num_threads(1)
 
+pytest_plugins = ["hub_server"]  # the local_hub fixture (a stdlib stand-in for the Hugging Face Hub)
+
 SHARED = Path(os.environ.get("MOLE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SMOLLM2 = SHARED / "models" / "smollm2-135m-instruct"
 
