@@ -9,6 +9,7 @@ import {
   CloseAction,
   DidChangeConfigurationNotification,
   ErrorAction,
+  ErrorCodes,
   ExecuteCommandRequest,
   LanguageClient,
   type LanguageClientOptions,
@@ -295,7 +296,7 @@ class MoleExtension implements vscode.Disposable {
     if (!client) return;
     this.stopping = true;
     try {
-      if (client.needsStop()) await client.stop(5000);
+      if (client.needsStop()) await client.dispose(5000);
     } catch (err) {
       this.log.warn(`Stopping the server: ${err instanceof Error ? err.message : String(err)}`);
     } finally {
@@ -808,6 +809,17 @@ class MoleExtension implements vscode.Disposable {
       void vscode.window.showErrorMessage(`MoLE: the server is not running.${detail}`, 'Restart Server', 'Show Logs').then((pick) => {
         if (pick === 'Restart Server') void this.restart(true);
         else if (pick === 'Show Logs') this.log.show(true);
+      });
+      return;
+    }
+    if (err instanceof ResponseError && (err.code === ErrorCodes.PendingResponseRejected || err.code === ErrorCodes.ConnectionInactive)) {
+      // The server died under the request. A final crash is reported by the close handler.
+      if (this.phase === 'failed') return;
+      const reason = this.stderr.reason();
+      const message = `MoLE: the server stopped while answering${reason ? ` (${reason})` : ''}; it is restarting, try again in a moment.`;
+      this.log.error(message);
+      void vscode.window.showErrorMessage(message, 'Show Logs').then((pick) => {
+        if (pick) this.log.show(true);
       });
       return;
     }

@@ -88,7 +88,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
   });
 
   /** A shell script standing in for python: answers the probe, then runs the fake server. */
-  function fakePython(name: string, opts: { found?: boolean; crash?: boolean } = {}): { python: string; log: string; argsFile: string } {
+  function fakePython(name: string, opts: { found?: boolean; mode?: 'crash' | 'crash-on-remove' } = {}): { python: string; log: string; argsFile: string } {
     const python = join(dir, name);
     const log = join(dir, `${name}.log`);
     const argsFile = join(dir, `${name}.args`);
@@ -105,7 +105,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
         '#!/bin/sh',
         `if [ "$1" = "-c" ]; then echo '${probe}'; exit 0; fi`,
         `echo "$@" > '${argsFile}'`,
-        `${opts.crash ? 'FAKE_MODE=crash ' : ''}exec '${process.execPath}' '${serverJs}' '${log}'`,
+        `${opts.mode ? `FAKE_MODE=${opts.mode} ` : ''}exec '${process.execPath}' '${serverJs}' '${log}'`,
         '',
       ].join('\n'),
     );
@@ -160,7 +160,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
   });
 
   it('reports a server that dies at startup, with Show Logs, and does not loop', async () => {
-    const { python } = fakePython('python-crash', { crash: true });
+    const { python } = fakePython('python-crash', { mode: 'crash' });
     const { ext, state } = setup({ 'mole.pythonPath': python });
     ext.activate({ subscriptions: [] });
     const shown = await waitFor('an error message', () => state.messages.find((m) => m.kind === 'error'));
@@ -171,6 +171,29 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     await new Promise((r) => setTimeout(r, 300));
     const errors = state.messages.filter((m) => m.kind === 'error');
     assert.equal(errors.length, 1, JSON.stringify(errors));
+    await ext.deactivate();
+  });
+
+  it('restarts a crashed server three times, then stops and says so', async () => {
+    const { python, log } = fakePython('python-flaky', { mode: 'crash-on-remove' });
+    const { ext, state } = setup({ 'mole.pythonPath': python });
+    state.pick = (list) => list.filter((i) => i.language === 'python');
+    ext.activate({ subscriptions: [] });
+    for (let crash = 1; crash <= 4; crash++) {
+      await waitFor(`server ${crash} ready`, () => state.statusItem.text === '$(hubot) MoLE');
+      await state.commands.get('mole.removePacks')?.();
+      if (crash <= 3) {
+        await waitFor(`restart ${crash}`, () => readLog(log).filter((m) => m.method === 'initialize').length === crash + 1);
+      }
+    }
+    const final = await waitFor('the crash message', () => state.messages.find((m) => /crashed 4 times/.test(m.message)));
+    assert.deepEqual(final.items, ['Retry', 'Show Logs']);
+    await waitFor('status "not running"', () => state.statusItem.text === '$(error) MoLE: not running');
+    assert.equal(readLog(log).filter((m) => m.method === 'initialize').length, 4);
+    assert.ok(state.logLines.some((l) => l.includes('Segmentation fault')));
+    const errors = state.messages.filter((m) => m.kind === 'error').map((m) => m.message);
+    assert.equal(errors.length, 4, errors.join('\n'));
+    for (const e of errors.slice(0, 3)) assert.match(e, /stopped while answering \(Segmentation fault\); it is restarting/);
     await ext.deactivate();
   });
 
@@ -279,11 +302,14 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     assert.equal(await provider.provideInlineCompletionItems(doc, new Position(1, 16), context, token), null);
     assert.equal(readLog(log).filter((m) => m.method === 'textDocument/inlineCompletion').length, 1);
 
+    // Restart Server: the old process is shut down and a new one initialised.
+    await state.commands.get('mole.restartServer')?.();
+    await waitFor('a second initialize', () => readLog(log).filter((m) => m.method === 'initialize').length === 2);
+    assert.ok(readLog(log).some((m) => m.method === 'exit'), 'the first server got exit');
+    await waitFor('status after restart', () => state.statusItem.text === '$(circle-slash) MoLE: inline off');
+
     // Deactivation shuts the server down cleanly.
     await ext.deactivate();
-    await waitFor('shutdown and exit', () => {
-      const methods = readLog(log).map((m) => m.method);
-      return methods.includes('shutdown') && methods.includes('exit');
-    });
+    await waitFor('shutdown and exit', () => readLog(log).filter((m) => m.method === 'exit').length === 2);
   });
 });
