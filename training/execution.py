@@ -44,6 +44,7 @@ from pathlib import Path
 
 __all__ = [
     "CPP_PRELUDE",
+    "NODE_PACKAGES",
     "RUNNERS",
     "RUST_CRATES",
     "ExecResult",
@@ -508,6 +509,34 @@ def _build_rust_deps(cache_dir: Path) -> _RustDeps:
         return _RustDeps(deps_dir, externs, versions)
 
 
+# npm packages benchmark programs require (HumanEval-X JavaScript/162 uses js-md5), pinned to the
+# release current when the benchmark was written. Installed once from the npm registry into the cache
+# and copied into the sample's directory when its program requires them.
+NODE_PACKAGES = {"js-md5": "0.7.3"}
+
+
+def _build_node_packages(cache_dir: Path) -> Path:
+    npm = _tool("npm")
+    spec = sorted(f"{name}@{version}" for name, version in NODE_PACKAGES.items())
+    key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:16]
+    root = cache_dir / "node-packages" / key
+    root.mkdir(parents=True, exist_ok=True)
+    modules = root / "node_modules"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((modules / name / "package.json").exists() for name in NODE_PACKAGES):
+            return modules
+        proc = subprocess.run([npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--no-save",
+                               "--no-package-lock", *spec], capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0 or not all((modules / n / "package.json").exists() for n in NODE_PACKAGES):
+            raise RuntimeError(f"npm install {' '.join(spec)} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return modules
+
+
+def _required_node_packages(program: str) -> list[str]:
+    return [n for n in NODE_PACKAGES if re.search(rf"require\(\s*['\"`]{re.escape(n)}['\"`]\s*\)", program)]
+
+
 def _build_cpp_pch(cache_dir: Path) -> Path:
     """Precompile CPP_PRELUDE with the flags samples use; GCC ignores a stale or mismatched .gch and
     parses the header itself, so the result is only ever faster, never different."""
@@ -572,6 +601,8 @@ def _toolchain(language: str) -> Toolchain:
             extras.append("boost headers (apt: libboost-dev)")
         if not os.path.exists("/usr/include/openssl/md5.h"):
             extras.append("OpenSSL headers (apt: libssl-dev)")
+    if language == "javascript" and not missing and _which("npm") is None:
+        extras.append(f"npm (to install {', '.join(NODE_PACKAGES)}; apt: npm)")
     if language == "go" and not missing:
         gopath = _gopath()
         if gopath is None or not os.path.isdir(os.path.join(gopath, "src/github.com/stretchr/testify")):
@@ -775,6 +806,9 @@ class Executor:
         self._rust: _RustDeps | None = None
         self._rust_error: str | None = None
         self._rust_lock = threading.Lock()
+        self._node: Path | None = None
+        self._node_error: str | None = None
+        self._node_lock = threading.Lock()
         self._pch: Path | None = None
         self._pch_failed = False
         self._pch_lock = threading.Lock()
@@ -795,12 +829,17 @@ class Executor:
         out = {}
         for lang in languages:
             tc = self.toolchain(lang)
+            error = None
             if lang == "rust" and tc.ready:
                 self._rust_deps()
-                if self._rust_error:
-                    tc = replace(tc, extras_missing=(*tc.extras_missing, self._rust_error))
-                    with self._tc_lock:
-                        self._toolchains[lang] = tc
+                error = self._rust_error
+            if lang == "javascript" and tc.ready:
+                self._node_modules()
+                error = self._node_error
+            if error:
+                tc = replace(tc, extras_missing=(*tc.extras_missing, error))
+                with self._tc_lock:
+                    self._toolchains[lang] = tc
             out[lang] = tc
         return out
 
@@ -813,6 +852,15 @@ class Executor:
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                     self._rust_error = f"Rust crates unavailable: {str(e).strip().splitlines()[0]}"
             return self._rust
+
+    def _node_modules(self) -> Path | None:
+        with self._node_lock:
+            if self._node is None and self._node_error is None:
+                try:
+                    self._node = _build_node_packages(self.cache_dir)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    self._node_error = f"npm packages unavailable: {str(e).strip().splitlines()[0]}"
+            return self._node
 
     def _cpp_pch(self) -> Path | None:
         with self._pch_lock:
@@ -869,6 +917,11 @@ class Executor:
             src = workdir / runner.source
             src.write_text(source, encoding="utf-8")
             os.chmod(src, 0o644)
+            wanted = _required_node_packages(program) if lang == "javascript" else []
+            modules = self._node_modules() if wanted else None
+            for name in wanted if modules is not None else []:
+                # A copy, not a link: the sandbox uid cannot traverse the (private) cache directory.
+                shutil.copytree(modules / name, workdir / "node_modules" / name)
             if lang == "rust" and re.search(rf"\b(?:{'|'.join(RUST_CRATES)})\b", program):
                 ctx.rust = self._rust_deps()  # built once; programs that use no crate do not wait for it
             compile_s = 0.0

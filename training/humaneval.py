@@ -437,7 +437,8 @@ def _def_pattern(language: str, name: str = r"[A-Za-z_]\w*") -> re.Pattern[str]:
     if language == "rust":
         return re.compile(rf"\bfn[ \t]+{n}[ \t]*[<(]")
     if language == "javascript":
-        return re.compile(rf"\bfunction\b[ \t]*\*?[ \t]*{n}[ \t]*\(|\b(?:const|let|var)[ \t]+{n}[ \t]*=(?!=)")
+        value = r"(?:async[ \t]*)?(?:function\b|\(|[A-Za-z_$][\w$]*[ \t]*=>)"  # a function, not any variable
+        return re.compile(rf"\bfunction\b[ \t]*\*?[ \t]*{n}[ \t]*\(|\b(?:const|let|var)[ \t]+{n}[ \t]*=[ \t]*{value}")
     # C++ / Java: a type (or modifier) before the name, a parameter list, then the body's brace.
     params = r"\((?:[^;{}()]|\([^;{}()]*\))*\)"
     return re.compile(rf"[\w>\]&*][ \t\n]+[&*]*{n}[ \t]*{params}[^;{{}}()=]*\{{")
@@ -538,11 +539,24 @@ def _last_code_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _header_line(language: str, declaration: str) -> str:
+    """The line of the last function header in the declaration (not simply its last line: HumanEval-X
+    Python/142's declaration ends with a stray quote)."""
+    masked = mask(declaration + ("\n    pass\n" if language == "python" else "}"), language)
+    matches = [m for m in _def_pattern(language).finditer(masked) if next(g for g in m.groups() if g) not in _KEYWORDS]
+    if not matches:
+        return _last_code_line(declaration)
+    m = matches[-1]
+    start = _line_start(declaration, m.start(1) if language == "python" else m.start())
+    end = declaration.find("\n", m.start(1))
+    return declaration[start:end if end != -1 else len(declaration)].strip()
+
+
 def _prefix(language: str, prompt: str, declaration: str) -> str:
     """The text a reference solution continues. The prompt (it has the docstring) when it contains
     the declaration's header line, completed with header lines (includes, imports) that only the
     declaration has; otherwise the declaration (HumanEval-X Rust prompts are only a comment)."""
-    header_line = _last_code_line(declaration)
+    header_line = _header_line(language, declaration)
     if not prompt.strip() or (header_line and header_line not in {ln.strip() for ln in prompt.splitlines()}):
         return declaration or prompt
     pattern = _HEADER_LINE[language]
@@ -652,8 +666,6 @@ def _is_whole_code(problem: Problem, code: str) -> bool:
     names = [n for n in (problem.open_name, problem.entry_point) if n]
     if lang == "python":
         return any(re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(n)}[ \t]*\(", masked, re.M) for n in names)
-    if problem.open_name and _find_definition(masked, lang, problem.open_name):
-        return True
     if not any(_find_definition(masked, lang, n) for n in names):
         return False
     depth = 0
