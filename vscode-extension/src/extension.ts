@@ -179,7 +179,14 @@ class MoleExtension implements vscode.Disposable {
   // -- lifecycle ----------------------------------------------------------------------------------
 
   private enqueue(step: () => Promise<void>): Promise<void> {
-    this.lifecycle = this.lifecycle.then(step, step);
+    const guarded = (): Promise<void> =>
+      step().catch((err: unknown) => {
+        const why = err instanceof Error ? err.message : String(err);
+        this.log.error(`Unexpected error while starting or stopping the server: ${why}`);
+        this.setPhase('failed', why);
+        this.showProblem(`MoLE: could not start the server: ${why}`, ['showLogs', 'retry']);
+      });
+    this.lifecycle = this.lifecycle.then(guarded, guarded);
     return this.lifecycle;
   }
 
