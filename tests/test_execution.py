@@ -329,3 +329,20 @@ def test_sandbox_info_describes_isolation() -> None:
     text = "\n".join(info.lines())
     assert "network:" in text and "processes:" in text and "memory:" in text
     assert info.network_isolated == info.network.startswith("isolated")
+
+
+def test_node_packages_are_copied_into_the_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Programs that require a listed npm package get a private copy (the cache itself may be
+    unreachable for the sandbox uid). A package already in the cache is never fetched again."""
+    needs("javascript")
+    monkeypatch.setattr(execution, "NODE_PACKAGES", {"mole-test-pkg": "1.0.0"})
+    pkg = execution.node_packages_dir(tmp_path) / "node_modules" / "mole-test-pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "package.json").write_text('{"name": "mole-test-pkg", "version": "1.0.0", "main": "index.js"}')
+    (pkg / "index.js").write_text("module.exports = (x) => x * 2;\n")
+    ex = Executor(OK, cache_dir=tmp_path)
+    assert ex.prepare(["javascript"])["javascript"].ready
+    r = ex.run("javascript", "const twice = require('mole-test-pkg');\nif (twice(21) !== 42) process.exit(1);\n")
+    assert r.status is Status.PASSED, (r.reason, r.stderr)
+    r = ex.run("javascript", "require('not-installed-anywhere');\n")
+    assert r.status is Status.RUNTIME_ERROR and "Cannot find module" in r.stderr

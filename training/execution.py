@@ -54,6 +54,7 @@ __all__ = [
     "Status",
     "Toolchain",
     "available_toolchains",
+    "node_packages_dir",
     "run_program",
     "sandbox_info",
 ]
@@ -515,17 +516,22 @@ def _build_rust_deps(cache_dir: Path) -> _RustDeps:
 NODE_PACKAGES = {"js-md5": "0.7.3"}
 
 
-def _build_node_packages(cache_dir: Path) -> Path:
-    npm = _tool("npm")
+def node_packages_dir(cache_dir: Path) -> Path:
+    """Where the NODE_PACKAGES install lives: ``<dir>/node_modules/<name>``."""
     spec = sorted(f"{name}@{version}" for name, version in NODE_PACKAGES.items())
-    key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:16]
-    root = cache_dir / "node-packages" / key
+    return cache_dir / "node-packages" / hashlib.sha256("\n".join(spec).encode()).hexdigest()[:16]
+
+
+def _build_node_packages(cache_dir: Path) -> Path:
+    spec = sorted(f"{name}@{version}" for name, version in NODE_PACKAGES.items())
+    root = node_packages_dir(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     modules = root / "node_modules"
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if all((modules / name / "package.json").exists() for name in NODE_PACKAGES):
             return modules
+        npm = _tool("npm")
         proc = subprocess.run([npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--no-save",
                                "--no-package-lock", *spec], capture_output=True, text=True, timeout=900)
         if proc.returncode != 0 or not all((modules / n / "package.json").exists() for n in NODE_PACKAGES):
