@@ -83,6 +83,16 @@ def _line_info(prefix: str) -> tuple[str, str]:
     return line, indent
 
 
+def _bos_ids(tokenizer: Any) -> list[int]:
+    """BOS only where the tokenizer itself adds one: some chat models name a chat token as BOS
+    (SmolLM2: <|im_start|>), which would make a source file look like the start of a chat."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if probe and probe[0] == bos else []
+
+
 def completion_prompt(
     tokenizer: Any,
     prefix: str,
@@ -97,7 +107,7 @@ def completion_prompt(
     Every prompt position is code of ``language`` (no fences inside a source file).
     """
     line, indent = _line_info(prefix)
-    bos_ids = [tokenizer.bos_token_id] if bos and getattr(tokenizer, "bos_token_id", None) is not None else []
+    bos_ids = _bos_ids(tokenizer) if bos else []
     room = max(1, budget - len(bos_ids))
     if fim is not None:
         specials = [_special_id(tokenizer, t) for t in (fim.prefix, fim.suffix, fim.middle)]
