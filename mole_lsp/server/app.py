@@ -381,6 +381,7 @@ class ProgressReporter:
         self.title = title
         self.token = f"mole-{os.getpid()}-{next(server._progress_ids)}"
         self.active = False
+        self.ended = False  # end() may come before the client answered the create request
         self._last = 0.0
 
     def _supported(self) -> bool:
@@ -395,6 +396,8 @@ class ProgressReporter:
             await self.server.work_done_progress.create_async(self.token)
         except Exception as e:  # the client refused: no progress, no error
             log.debug("progress create refused: %s", e)
+            return
+        if self.ended:
             return
         self.active = True
         self.server.work_done_progress.begin(
@@ -416,6 +419,7 @@ class ProgressReporter:
 
     def end(self, message: str | None = None) -> None:
         def send() -> None:
+            self.ended = True
             if self.active:
                 self.active = False
                 self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
