@@ -213,10 +213,13 @@ class Engine:
 
         configure_threads(threads)
         dev = pick_device(device)
-        spec = os.environ.get("MOLE_BASE_MODEL") or base_model or None
-        info = bm.resolve_base_model(spec, cache_dir=cache_dir, offline=offline, progress=progress)
+        say = (lambda message: progress(message, None)) if progress is not None else None
+        # resolve_base_model itself reads MOLE_BASE_MODEL when no spec is given.
+        info = bm.resolve_base_model(base_model or None, cache_dir=cache_dir, offline=offline or None,
+                                     progress=say)
         dtype = torch.float32 if dev == "cpu" else torch.bfloat16
         model, tokenizer = bm.load_base_model(info, dtype=dtype, device=dev)
+        base = info.identity()
         packs: PackSource
         if pack_repo and Path(pack_repo).expanduser().is_dir():
             packs = FolderPacks(Path(pack_repo).expanduser())
@@ -224,10 +227,9 @@ class Engine:
             from mole_lsp.store import PackStore, default_pack_repo
 
             packs = PackStore(pack_repo or default_pack_repo(info.repo_id), revision or "main", cache_dir,
-                              offline, hub_endpoint())
-        base = BaseIdentity(info.repo_id, info.revision, info.weights_sha256)
-        return cls(model, tokenizer, packs=packs, base=base, fim=getattr(info, "fim", None),
-                   max_experts=max_experts, auto_install=auto_install, info=info)
+                              offline or None, hub_endpoint(), base=base)
+        return cls(model, tokenizer, packs=packs, base=base, fim=info.fim, max_experts=max_experts,
+                   auto_install=auto_install, info=info)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -272,7 +274,8 @@ class Engine:
             if self.packs is not None:
                 try:
                     path = self.packs.core_path(install=self.auto_install, progress=self.progress)
-                    why = "no core pack published for this base model"
+                    why = ("no core pack published for this base model" if self.auto_install else
+                           "the core pack is not installed: run `mole-lsp install-pack <language>`")
                 except Exception as e:  # StoreError/OfflineError: degrade to the base, say why
                     why = str(e)
             if path is not None:

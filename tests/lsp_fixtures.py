@@ -7,7 +7,6 @@ Everything is built once per test session (a few seconds on 2 cores) under a ses
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def build_tiny_world(root: Path, seed: int = 0) -> TinyWorld:
 
     from mole_lsp.config import MoleConfig
     from mole_lsp.model import attach_mole
-    from mole_lsp.packs import BaseIdentity, export_packs
+    from mole_lsp.packs import BaseIdentity, export_packs, fingerprint_model
 
     base_dir, packs_dir = root / "tiny-base", root / "tiny-packs"
     tok = make_tokenizer()
@@ -72,8 +71,7 @@ def build_tiny_world(root: Path, seed: int = 0) -> TinyWorld:
                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model.save_pretrained(base_dir)
     tok.save_pretrained(base_dir)
-    weights = base_dir / "model.safetensors"
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    sha = fingerprint_model(model)  # what base_model.weights_identity computes for the saved folder
 
     mole = attach_mole(copy.deepcopy(model), MoleConfig(r_shared=4, r_expert=2, languages=PACK_LANGUAGES))
     # PiSSA init leaves the logits unchanged; perturb every adapter so routes give different logits.
@@ -81,7 +79,7 @@ def build_tiny_world(root: Path, seed: int = 0) -> TinyWorld:
     with torch.no_grad():
         for p in mole.trainable_parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.3)
-    export_packs(mole, packs_dir, BaseIdentity(str(base_dir), None, sha))
+    export_packs(mole, packs_dir, BaseIdentity(f"local:{base_dir.name}", None, sha))
     return TinyWorld(base_dir, packs_dir, sha)
 
 
