@@ -110,7 +110,7 @@ class MoleLinear(nn.Module):
         if torch.is_grad_enabled() and any(p.A.requires_grad for p in parts):
             return self._concat(parts)
         # Inference: reuse the concatenation while no factor changed (in-place updates bump _version).
-        key = tuple(t._version for p in parts for t in (p.A, p.B)) + tuple(id(p) for p in parts)
+        key = tuple(_version(t) for p in parts for t in (p.A, p.B)) + tuple(id(p) for p in parts)
         hit = self._cache.get(route)
         if hit is not None and hit[0] == key:
             return hit[1], hit[2]
@@ -196,3 +196,10 @@ class MoleLinear(nn.Module):
         c = self.config
         return (f"in={self.in_features}, out={self.out_features}, r_shared={c.r_shared}, r_expert={c.r_expert}, "
                 f"r_nl={c.r_nl if self.nl is not None else 0}, experts={list(self.experts)}")
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference-mode tensors carry no version counter
+        return -1

@@ -107,7 +107,11 @@ class RoutingState:
                 f"routing has {self.route_ids.numel()} token ids but the layer got {n_tokens} tokens; "
                 "pass one route id per input token (same shape as input_ids)"
             )
-        key = (id(self.route_ids), self.route_ids._version, self.n_slots)
+        try:
+            version = self.route_ids._version
+        except RuntimeError:  # inference tensors have no version counter; they cannot change in place
+            version = -1
+        key = (id(self.route_ids), version, self.n_slots)
         if self._plan is None or self._plan_key != key:
             self._plan = make_plan(self.route_ids, self.n_slots)
             self._plan_key = key

@@ -191,3 +191,13 @@ def test_route_for_uses_registry_fallbacks():
     assert mole.route_for("haskell") == ROUTE_UNKNOWN  # no pack, no fallback: shared only
     with pytest.raises(ValueError, match="route_ids"):
         mole(input_ids=torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_inference_mode_works(mole):
+    ids = torch.randint(0, 128, (1, 5))
+    with torch.inference_mode():
+        routes = mole.route_ids(["python"] * 5)[None]
+        fast = mole(input_ids=ids, route_ids=routes).logits
+    with torch.no_grad():
+        ref = mole(input_ids=ids, route_ids=mole.route_ids(["python"] * 5)[None]).logits
+    torch.testing.assert_close(fast, ref)
