@@ -746,7 +746,7 @@ def _first_error_line(text: str) -> str:
     return _last_line(text)
 
 
-def _classify_run(language: str, p: _Proc, limits: Limits) -> tuple[Status, str]:
+def _classify_run(language: str, p: _Proc, limits: Limits, source: str = "") -> tuple[Status, str]:
     both = p.stdout + "\n" + p.stderr
     if p.timed_out:
         return Status.TIMEOUT, f"wall-clock limit ({limits.wall_s:g} s)"
@@ -764,7 +764,7 @@ def _classify_run(language: str, p: _Proc, limits: Limits) -> tuple[Status, str]
     if language == "rust" and "panicked at" in both and not any(m in both for m in _FAILURE_MARKERS["rust"]):
         return Status.RUNTIME_ERROR, _first_line_with(both, "panicked at")
     if any(m in both for m in _FAILURE_MARKERS.get(language, ())):
-        return Status.FAILED, _failure_reason(language, both)
+        return Status.FAILED, _failure_reason(language, both, source)
     how = f"signal {signal.Signals(p.signal).name}" if p.signal else f"exit code {p.exit_code}"
     return Status.RUNTIME_ERROR, f"{how}: {_last_line(p.stderr) or _last_line(p.stdout)}"
 
@@ -776,7 +776,25 @@ def _first_line_with(text: str, needle: str) -> str:
     return ""
 
 
-def _failure_reason(language: str, text: str) -> str:
+# Where a failing assertion is, in the output of each language's runtime (file names as written here).
+_LOCATION = {
+    "python": re.compile(r'File "[^"]*prog\.py", line (\d+)'),
+    "javascript": re.compile(r"^\s*at (?!console\.assert\b).*?prog\.js:(\d+):\d+", re.M),
+    "java": re.compile(r"Main\.java:(\d+)"),
+    "go": re.compile(r"prog_test\.go:(\d+)"),
+    "rust": re.compile(r"prog\.rs:(\d+):\d+"),
+    "cpp": re.compile(r"prog\.cpp:(\d+):"),
+}
+
+
+def _failure_reason(language: str, text: str, source: str) -> str:
+    """Quote the failing test line of the source when the runtime says where it is."""
+    found = list(_LOCATION[language].finditer(text))
+    if found:
+        n = int((found[-1] if language == "python" else found[0]).group(1))
+        lines = source.splitlines()
+        if 0 < n <= len(lines) and lines[n - 1].strip():
+            return f"test failed at line {n}: {lines[n - 1].strip()[:160]}"
     for m in _FAILURE_MARKERS[language]:
         line = _first_line_with(text, m)
         if line:
@@ -961,7 +979,7 @@ class Executor:
             p = _spawn(runner.run(ctx), cwd=workdir, env=env, wall_s=limits.wall_s, cpu_s=limits.cpu_s,
                        data_mb=limits.memory_mb, fsize_mb=limits.output_mb, nproc=self._nproc(limits),
                        uid=uid, tag="run", excerpt=limits.excerpt_chars)
-            status, reason = _classify_run(lang, p, limits)
+            status, reason = _classify_run(lang, p, limits, source)
             return ExecResult(lang, status, reason, exit_code=p.exit_code, signal=p.signal, stdout=p.stdout,
                               stderr=p.stderr, compile_s=compile_s, run_s=p.wall_s, cpu_s=p.cpu_s,
                               max_rss_mb=p.max_rss_mb, notes=_test_count_notes(lang, p))
