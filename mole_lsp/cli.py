@@ -32,6 +32,16 @@ class UserError(Exception):
 
 
 # -- argument parsing ---------------------------------------------------------------------------------------
+def _device(text: str) -> str:
+    """--device: the values the editor setting accepts (mole_lsp.settings validates both)."""
+    from mole_lsp.settings import validate
+
+    value, problem = validate("device", text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return value
+
+
 def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     # Global options are accepted before and after the subcommand; SUPPRESS keeps a later default from
     # overwriting a value given earlier.
@@ -44,7 +54,8 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     g.add_argument("--pack-repo", default=d, help="Hub repo (or local folder) with the packs (default: the "
                    "base model's pack repo)")
     g.add_argument("--revision", default=d, help="branch, tag or commit of the pack repo (default: main)")
-    g.add_argument("--device", default=d, choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    g.add_argument("--device", default=d, type=_device, metavar="{auto,cpu,cuda,cuda:N,mps}",
+                   help="where the model runs (default: auto)")
     g.add_argument("--offline", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="never touch the network: cached packs only")
     g.add_argument("--threads", type=int, default=d, help="CPU threads for torch (default: usable cores)")

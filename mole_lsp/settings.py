@@ -9,10 +9,11 @@ value of an invalid setting stays in force.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from mole_lsp.protocol import SETTINGS
+from mole_lsp.protocol import DEVICE_PATTERN, SETTINGS
 
 # Ranges and choices are part of each setting's contract (the help texts in protocol.py say the same).
 RANGES: dict[str, tuple[int, int]] = {
@@ -21,7 +22,10 @@ RANGES: dict[str, tuple[int, int]] = {
     "contextTokens": (64, 16384),
     "debounceMs": (0, 5000),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"device": ("auto", "cpu", "cuda", "mps")}
+# String settings restricted by a regular expression: (pattern, what the message says is accepted).
+PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
+    "device": (re.compile(DEVICE_PATTERN), "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"),
+}
 # Settings whose change needs the model (or the pack store) to be set up again.
 RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device"})
 
@@ -52,8 +56,12 @@ def validate(name: str, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, str):
             return None, f"{key} must be a string, not {_describe(value)}"
         value = value.strip()
-        if name in CHOICES and value not in CHOICES[name]:
-            return None, f"{key} must be one of {', '.join(CHOICES[name])}; got {_describe(value)}"
+        if name in PATTERNS:
+            pattern, accepted = PATTERNS[name]
+            if not pattern.fullmatch(value):
+                return None, f"{key} must be {accepted}; got {_describe(value)}"
+        if name == "device" and value.startswith("cuda:"):
+            value = f"cuda:{int(value[5:])}"  # "cuda:01" and "cuda:1" are the same device
         return value, None
     if kind is dict:  # "enable": languageId -> bool
         if not isinstance(value, Mapping) or not all(

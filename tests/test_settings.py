@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from mole_lsp.engine import pick_device
 from mole_lsp.protocol import SETTINGS
-from mole_lsp.settings import Settings, unwrap, validate
+from mole_lsp.settings import PATTERNS, Settings, unwrap, validate
 
 
 def test_defaults_come_from_the_protocol_table():
@@ -37,6 +40,41 @@ def test_bad_values_keep_the_previous_value():
     assert s.debounceMs == 10 and s.maxNewTokens == 64 and s.device == "auto" and s.offline is False
     assert any("mole.debounceMs must lie between 0 and 5000" in p and "keeping 10" in p for p in problems)
     assert any("mole.bogus is not a known setting" in p for p in problems)
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("auto", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("mps", "mps"), ("cuda:0", "cuda:0"), ("cuda:3", "cuda:3"),
+    (" cuda:12 ", "cuda:12"), ("cuda:01", "cuda:1"),
+])
+def test_device_values(raw, clean):
+    assert validate("device", raw) == (clean, None)
+    s = Settings()
+    assert s.update({"device": raw}) == ({"device"} if clean != "auto" else set(), [])
+    assert s.device == clean
+    # Every accepted value reaches the engine unchanged ("auto" is resolved there).
+    if clean != "auto":
+        assert pick_device(clean) == clean
+
+
+@pytest.mark.parametrize("raw", ["tpu", "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:0:1", "CUDA", "cuda 0", "mps:0",
+                                 "cpu,cuda", "", 0, None])
+def test_device_rejects_other_values(raw):
+    value, problem = validate("device", raw)
+    assert value is None and problem and problem.startswith("mole.device must be")
+    s = Settings()
+    s.update({"device": "cuda:1"})
+    changed, problems = s.update({"device": raw})
+    if raw is None:  # an unset value means the default
+        assert (changed, problems, s.device) == ({"device"}, [], "auto")
+    else:
+        assert changed == set() and len(problems) == 1 and "keeping 'cuda:1'" in problems[0] and s.device == "cuda:1"
+
+
+def test_device_pattern_is_the_protocol_one():
+    from mole_lsp.protocol import DEVICE_PATTERN
+
+    assert PATTERNS["device"][0].pattern == DEVICE_PATTERN
+    assert "cuda:N" in SETTINGS["device"][2]
 
 
 def test_integers_reject_bools_and_fractions():

@@ -131,6 +131,9 @@ export interface Status {
 
 // -- settings ---------------------------------------------------------------------------------------
 
+/** Values the `device` setting accepts (protocol.py's DEVICE_PATTERN, also package.json's pattern). */
+export const DEVICE_PATTERN = '^(auto|cpu|cuda|cuda:[0-9]+|mps)$';
+
 /**
  * The server's settings as sent in `initializationOptions` and in
  * `workspace/didChangeConfiguration` (`{settings: {mole: ServerSettings}}`). Every field is optional.

@@ -2,12 +2,12 @@
  * Reading, validating and mapping the `mole.*` settings. No 'vscode' import: the glue passes a
  * getter over `workspace.getConfiguration('mole')`.
  */
-import { SERVER_SETTING_DEFAULTS, type ServerSettingName, type ServerSettings } from './protocol';
+import { DEVICE_PATTERN, SERVER_SETTING_DEFAULTS, type ServerSettingName, type ServerSettings } from './protocol';
 
 export const SECTION = 'mole';
 
 type Spec =
-  | { kind: 'string'; choices?: readonly string[] }
+  | { kind: 'string'; pattern?: string; accepted?: string }
   | { kind: 'int'; min: number; max: number }
   | { kind: 'bool' }
   | { kind: 'enableMap' };
@@ -18,7 +18,7 @@ export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec }
   packRepo: { kind: 'string' },
   packRevision: { kind: 'string' },
   cacheDir: { kind: 'string' },
-  device: { kind: 'string', choices: ['auto', 'cpu', 'cuda', 'mps'] },
+  device: { kind: 'string', pattern: DEVICE_PATTERN, accepted: 'auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps' },
   maxNewTokens: { kind: 'int', min: 1, max: 1024 },
   explainMaxNewTokens: { kind: 'int', min: 1, max: 4096 },
   contextTokens: { kind: 'int', min: 64, max: 16384 },
@@ -58,8 +58,8 @@ export function validateServerSetting(name: ServerSettingName, value: unknown): 
     case 'string': {
       if (typeof value !== 'string') return { ok: false, problem: `${key} must be a string, not ${describe(value)}.` };
       const trimmed = value.trim();
-      if (spec.choices && !spec.choices.includes(trimmed)) {
-        return { ok: false, problem: `${key} must be one of ${spec.choices.join(', ')}; got ${describe(value)}.` };
+      if (spec.pattern && !new RegExp(spec.pattern).test(trimmed)) {
+        return { ok: false, problem: `${key} must be ${spec.accepted ?? `like ${spec.pattern}`}; got ${describe(value)}.` };
       }
       return { ok: true, value: trimmed };
     }

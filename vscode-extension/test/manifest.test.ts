@@ -97,6 +97,14 @@ describe('protocol.ts mirrors mole_lsp/protocol.py', { skip: !existsSync(protoco
     assert.deepEqual(defaults, protocol.SERVER_SETTING_DEFAULTS);
   });
 
+  it('the device pattern', () => {
+    const m = /^DEVICE_PATTERN = r"([^"]+)"$/m.exec(py);
+    assert.ok(m, 'DEVICE_PATTERN in protocol.py');
+    assert.equal(protocol.DEVICE_PATTERN, m[1]);
+    assert.equal(properties['mole.device']?.pattern, m[1], 'package.json mole.device.pattern');
+    assert.match(py, /"device": \(str, "auto", "[^"]*cuda:N[^"]*"\)/, 'the help text names cuda:N');
+  });
+
   it('numeric ranges quoted in the help texts', () => {
     for (const [name, spec] of Object.entries(SERVER_SETTING_SPECS)) {
       if (spec.kind !== 'int') continue;
@@ -120,7 +128,14 @@ describe('package.json', () => {
         assert.equal(prop.minimum, spec.min);
         assert.equal(prop.maximum, spec.max);
       }
-      if (spec.kind === 'string' && spec.choices) assert.deepEqual(prop.enum, spec.choices);
+      if (spec.kind === 'string' && spec.pattern) {
+        assert.equal(prop.pattern, spec.pattern, `pattern of mole.${name}`);
+        assert.ok(prop.patternErrorMessage, `mole.${name} explains its pattern`);
+        assert.equal(prop.enum, undefined, `mole.${name} takes a pattern, not an enum`);
+        for (const example of (prop.examples as string[] | undefined) ?? []) {
+          assert.match(example, new RegExp(spec.pattern), `example ${example} of mole.${name}`);
+        }
+      }
       if (spec.kind === 'bool') assert.equal(prop.type, 'boolean');
     }
   });

@@ -103,9 +103,16 @@ describe('validateServerSetting', () => {
     assert.equal(validateServerSetting('debounceMs', Number.NaN).ok, false);
   });
 
-  it('accepts the four devices only', () => {
-    for (const d of ['auto', 'cpu', 'cuda', 'mps']) assert.equal(validateServerSetting('device', d).ok, true);
-    assert.equal(validateServerSetting('device', 'gpu').ok, false);
+  it('accepts auto, cpu, cuda, cuda:N and mps only', () => {
+    for (const d of ['auto', 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'cuda:12', 'mps', ' cuda:2 ']) {
+      assert.deepEqual(validateServerSetting('device', d), { ok: true, value: d.trim() }, d);
+    }
+    for (const d of ['gpu', 'tpu', 'cuda:', 'cuda:-1', 'cuda:x', 'cuda:0:1', 'CUDA', 'cuda 0', 'mps:0', 'cpu,cuda', '']) {
+      const v = validateServerSetting('device', d);
+      assert.equal(v.ok, false, d);
+      if (!v.ok) assert.match(v.problem, /^mole\.device must be auto, cpu, cuda, cuda:N .* or mps; got /);
+    }
+    assert.equal(validateServerSetting('device', 1).ok, false);
   });
 
   it('checks the enable map and copies it', () => {
