@@ -156,17 +156,20 @@ def test_rust_crates_for_benchmark_programs(executor: Executor) -> None:
 # Containment
 
 
-def _sandbox_uid_processes() -> list[int]:
+def _sandbox_uid_processes() -> list[str]:
+    """Live processes (not zombies waiting for init to reap them) of any sandbox uid."""
     base = execution._UID_BASE
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 uid = os.stat(f"/proc/{entry}").st_uid
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    state = f.read().rpartition(b")")[2].split()[0]
             except OSError:
                 continue
-            if base <= uid < base + execution._UID_COUNT:
-                found.append(int(entry))
+            if base <= uid < base + execution._UID_COUNT and state not in (b"Z", b"X"):
+                found.append(f"{entry} (uid {uid}, state {state.decode()})")
     return found
 
 

@@ -240,11 +240,10 @@ class _UidPool:
             except OSError:
                 os.close(fd)
                 continue
-            if _uid_processes(uid):  # a leftover from a crashed run: not usable until it is gone
+            if _uid_processes(uid):  # leftovers (a crashed run, zombies not yet reaped): take another
                 _kill_uid(uid)
-                if _uid_processes(uid):
-                    os.close(fd)
-                    continue
+                os.close(fd)
+                continue
             return uid, fd
         raise RuntimeError("no free sandbox uid")
 
@@ -256,28 +255,35 @@ class _UidPool:
         os.close(fd)
 
 
-def _uid_processes(uid: int) -> list[int]:
+def _uid_processes(uid: int, *, live_only: bool = False) -> list[int]:
+    """Processes of ``uid`` (``live_only``: not counting zombies, which only wait to be reaped)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                if live_only:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        if f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X"):
+                            continue
+                pids.append(int(entry))
     return pids
 
 
-def _kill_uid(uid: int, attempts: int = 50) -> bool:
+def _kill_uid(uid: int, attempts: int = 100) -> bool:
     """SIGKILL every process of ``uid``. kill(-1) issued as that uid is atomic with respect to fork,
-    so a fork bomb cannot outrun it. True when none is left (zombies included)."""
+    so a fork bomb cannot outrun it. True when no live process is left; the killed ones may stay
+    zombies for a moment, until init reaps them (the pool does not lease a uid before that)."""
     kill = _which("kill") or "/bin/kill"
     for _ in range(attempts):
-        if not _uid_processes(uid):
+        if not _uid_processes(uid, live_only=True):
             return True
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run([kill, "-KILL", "-1"], user=uid, group=uid, extra_groups=[],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
         time.sleep(0.02)
-    return not _uid_processes(uid)
+    return not _uid_processes(uid, live_only=True)
 
 
 # --------------------------------------------------------------------------------------------------
