@@ -28,6 +28,25 @@ Commands (``workspace/executeCommand``; ``arguments`` is a list holding ONE obje
 Notifications (server → client)
 -------------------------------
 ``mole/status`` ``Status``: sent whenever the state, the active expert or offline-ness changes.
+    ``activeUri``, ``vscodeLanguageId``, ``activeLanguage``, ``activeExpert`` and ``baseOnly`` describe
+    the last FINISHED generation and change together; ``state: "generating"`` alone says that the next
+    one is running. ``activeExpert: null`` means that no expert pack took part: the shared adapter
+    alone answered (the language has no expert and no usable fallback, or no language was detected),
+    or the bare base model when ``baseOnly`` is true. An explanation's prose always comes from the NL
+    adapter; its ``activeExpert`` is the expert used for the code's language, null when there was none.
+    ``activeUri`` is the document the request came from, as the client sent it, when the generation
+    was in that document's language (completions, explanations). It is null before the first request
+    and after a translation, whose expert is the target language's: match it against the editor's URI
+    before showing ``activeExpert`` for that editor. ``vscodeLanguageId`` is the VS Code languageId of
+    ``activeLanguage``: the document's own languageId (as sent in ``didOpen``) when ``activeUri`` is
+    set, the target's (as in ``mole.translate``'s result) after a translation.
+
+Debug only, not part of the contract
+------------------------------------
+``mole/trace`` ``{...}``: sent after every generation, and for every request that never started one,
+    only when the server runs with ``MOLE_LSP_TRACE=1`` in its environment (tests and benchmarks read
+    routes per token, stop reason, token counts and timings from it). Its fields follow the engine's
+    internals and may change in any release; editors must not depend on it.
 
 Settings
 --------
@@ -56,8 +75,10 @@ State = Literal["starting", "loading", "ready", "downloading", "generating", "er
 
 class Status(TypedDict):
     state: State
-    activeExpert: str | None  # expert pack in use for the last request (may be a fallback)
-    activeLanguage: str | None  # registry id of the document the last request came from
+    activeExpert: str | None  # expert pack used by the last generation (may be a fallback); None: no expert
+    activeLanguage: str | None  # registry id of the language the last generation was for
+    activeUri: str | None  # document of the last generation when it was in that document's language
+    vscodeLanguageId: str | None  # VS Code languageId of activeLanguage (the document's own when activeUri)
     baseOnly: bool  # no core pack: the bare base model answers
     offline: bool  # HF_HUB_OFFLINE / no network: cached packs only
     message: str | None  # human-readable detail ("downloading rust pack", an error, ...)
@@ -66,6 +87,7 @@ class Status(TypedDict):
 class PackInfo(TypedDict):
     language: str  # registry id
     name: str  # display name
+    vscodeLanguageIds: list[str]  # VS Code languageIds the registry maps to this language (may be empty)
     installed: bool
     available: bool  # listed in the pack repository's index
     sizeBytes: int | None

@@ -195,6 +195,30 @@ async def test_rust_document_downloads_only_the_rust_folder(srv, cache):
     assert any(r and r[-1].kind == "end" for r in new)
 
 
+async def test_status_names_the_document_its_languageid_and_expert(srv):
+    uri = srv.open("status.py", "python", PY)
+    n = len(srv.statuses)
+    await srv.inline(uri, 3, 11)
+    await until(lambda: any(s.get("activeUri") == uri for s in srv.statuses[n:]), what="status naming the document")
+    new = srv.statuses[n:]
+    done = next(s for s in new if s["activeUri"] == uri)
+    assert done["state"] == "ready" and done["vscodeLanguageId"] == "python"
+    assert done["activeLanguage"] == "python" and done["activeExpert"] == "python" and done["baseOnly"] is False
+    # While generating, the active* fields still describe the previous (finished) generation.
+    generating = [s for s in new if s["state"] == "generating"]
+    assert generating and all(s["activeUri"] != uri for s in generating)
+    assert _plain(await srv.command(protocol.CMD_STATUS))["activeUri"] == uri
+
+    # The document's own languageId, the registry id, and null = the shared adapter (no shell pack).
+    sh = srv.open("run.sh", "shellscript", "#!/bin/sh\nfor f in *; do\n  ")
+    n = len(srv.statuses)
+    await srv.inline(sh, 2, 2)
+    await until(lambda: any(s.get("activeUri") == sh for s in srv.statuses[n:]), what="status naming run.sh")
+    done = next(s for s in srv.statuses[n:] if s["activeUri"] == sh)
+    assert (done["vscodeLanguageId"], done["activeLanguage"], done["activeExpert"]) == ("shellscript", "shell", None)
+    assert set(srv.generated("inline")[-1]["routes"]) == {"shared"}
+
+
 async def test_completion_request_for_older_clients(srv):
     uri = srv.open("b.py", "python", "import os\nos.pa")
     result = await srv.client.text_document_completion_async(types.CompletionParams(
@@ -221,6 +245,10 @@ async def test_translate_uses_target_expert(srv):
     assert out["language"] == "rust" and out["vscodeLanguageId"] == "rust" and isinstance(out["code"], str)
     trace = srv.generated("translate")[-1]
     assert trace["mode"] == "manual" and set(trace["routes"]) == {"rust"}
+    # The status names the target's expert, so it names no document (d.py is not in Rust).
+    status = _plain(await srv.command(protocol.CMD_STATUS))
+    assert (status["activeUri"], status["vscodeLanguageId"], status["activeLanguage"]) == (None, "rust", "rust")
+    assert status["activeExpert"] == "rust"
 
 
 async def test_new_request_supersedes_the_running_one(srv):
@@ -303,6 +331,9 @@ async def test_pack_commands(srv, cache):
     packs = {p["language"]: p for p in listing["packs"]}
     assert {"python", "rust", "javascript"} <= {k for k, p in packs.items() if p["installed"]}
     assert packs["rust"]["sizeBytes"] > 0 and packs["rust"]["name"] == "Rust"
+    assert packs["rust"]["vscodeLanguageIds"] == ["rust"]
+    assert packs["javascript"]["vscodeLanguageIds"] == ["javascript", "javascriptreact"]
+    assert all(isinstance(p["vscodeLanguageIds"], list) for p in listing["packs"])
     out = _plain(await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]}))
     assert out == {"removed": ["javascript"], "errors": {}}
     assert not list(cache.rglob("experts/javascript/manifest.json"))

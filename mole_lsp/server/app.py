@@ -129,7 +129,8 @@ class MoleServer(LanguageServer):
         self._engine_future: asyncio.Future[Engine] | None = None
         self.load_error: str | None = None
         self.status: protocol.Status = {"state": "starting", "activeExpert": None, "activeLanguage": None,
-                                        "baseOnly": False, "offline": self.options.offline, "message": None}
+                                        "activeUri": None, "vscodeLanguageId": None, "baseOnly": False,
+                                        "offline": self.options.offline, "message": None}
         self.jobs: dict[str, Job] = {}  # document key -> its running request
         self.requests: dict[Any, Job] = {}  # JSON-RPC request id -> job ($/cancelRequest)
         self._job_ids = itertools.count(1)
@@ -300,9 +301,15 @@ class MoleServer(LanguageServer):
         if job.request is not None and self.requests.get(job.request) is job:
             del self.requests[job.request]
 
-    async def generate(self, job: Job, language: str | None, call: Callable[[Engine, CancelToken], GenerationResult]
-                       ) -> GenerationResult | None:
-        """Run one generation on the model thread; None when cancelled before it started."""
+    async def generate(self, job: Job, language: str | None, call: Callable[[Engine, CancelToken], GenerationResult],
+                       *, uri: str | None = None, vscode_language_id: str | None = None) -> GenerationResult | None:
+        """Run one generation on the model thread; None when cancelled before it started.
+
+        ``language`` is the registry id the generation is for; ``uri`` the document it came from when
+        that is the document's language (None for a translation), ``vscode_language_id`` the VS Code
+        languageId of ``language``. The status takes all of them together once the generation ends
+        (protocol.py: ``activeUri``, ``vscodeLanguageId``, ``activeLanguage``, ``activeExpert``).
+        """
         engine = await self.get_engine()
         if job.token.cancelled:
             self.send_trace({"job": job.id, "kind": job.kind, "started": False, "stop_reason": "superseded"})
@@ -322,7 +329,9 @@ class MoleServer(LanguageServer):
             if job.token.cancelled:  # superseded while queued behind another generation
                 raise _Skipped
             self.generations += 1
-            self.set_status(state="generating", activeLanguage=language)
+            # Only the state: the active* fields keep describing the last finished generation until this
+            # one knows which expert it used.
+            self.set_status(state="generating")
             engine.progress = on_progress
             try:
                 return call(engine, job.token)
@@ -342,8 +351,8 @@ class MoleServer(LanguageServer):
                 report.end("done")
         for note in result.notes:
             self.say(note, types.MessageType.Warning)
-        self.set_status(state="ready", activeExpert=result.expert, activeLanguage=language,
-                        baseOnly=result.base_only, message=None)
+        self.set_status(state="ready", activeExpert=result.expert, activeLanguage=language, activeUri=uri,
+                        vscodeLanguageId=vscode_language_id, baseOnly=result.base_only, message=None)
         record = {"job": job.id, "kind": job.kind, "started": True, "superseded": job.superseded, **result.to_dict()}
         self.send_trace(record)
         return result
@@ -358,6 +367,13 @@ class MoleServer(LanguageServer):
         except Exception as e:
             raise JsonRpcInvalidParams(f"unknown document {uri}: {_one_line(e)}") from None
         return doc
+
+    def vscode_language_id(self, language: str | None) -> str | None:
+        """The VS Code languageId of a registry language (its first one), None when it has none."""
+        if language is None or language not in self.registry:
+            return None
+        ids = self.registry.get(language).vscode_ids
+        return ids[0] if ids else None
 
     def document_language(self, doc: Any) -> str | None:
         from mole_lsp.engine import resolve_document_language

@@ -49,10 +49,11 @@ def range_text(ls: MoleServer, args: Mapping[str, Any], command: str) -> tuple[A
     return doc, text
 
 
-async def _run(ls: MoleServer, key: str, kind: str, language: str | None, call) -> Any:
+async def _run(ls: MoleServer, key: str, kind: str, language: str | None, call, *, uri: str | None,
+               vscode_language_id: str | None) -> Any:
     job = ls.begin_job(key, kind)
     try:
-        return await ls.generate(job, language, call)
+        return await ls.generate(job, language, call, uri=uri, vscode_language_id=vscode_language_id)
     except asyncio.CancelledError:
         job.token.cancel()
         raise
@@ -69,7 +70,8 @@ def register(server: MoleServer) -> None:
         limit = ls.settings.explainMaxNewTokens
         result = await _run(ls, f"explain:{doc.uri}", "explain", language,
                             lambda engine, token: engine.explain(code, language, max_new_tokens=limit,
-                                                                          cancel=token))
+                                                                          cancel=token),
+                            uri=args["uri"], vscode_language_id=doc.language_id or None)
         if result is None:
             raise asyncio.CancelledError
         return {"markdown": result.text.strip(), "language": language or "unknown"}
@@ -86,14 +88,15 @@ def register(server: MoleServer) -> None:
         doc, code = range_text(ls, args, protocol.CMD_TRANSLATE)
         source = ls.document_language(doc)
         limit = ls.settings.explainMaxNewTokens
+        # The status after a translation names the target's expert: no document is in that language yet.
         result = await _run(ls, f"translate:{doc.uri}", "translate", target,
                             lambda engine, token: engine.translate(code, source, target, max_new_tokens=limit,
-                                                                            cancel=token))
+                                                                            cancel=token),
+                            uri=None, vscode_language_id=ls.vscode_language_id(target) or target)
         if result is None:
             raise asyncio.CancelledError
-        lang = ls.registry.get(target)
         return {"code": result.text, "language": target,
-                "vscodeLanguageId": lang.vscode_ids[0] if lang.vscode_ids else target}
+                "vscodeLanguageId": ls.vscode_language_id(target) or target}
 
     @server.command(protocol.CMD_STATUS)
     def status(ls: MoleServer, *arguments: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ async def complete_at(ls: MoleServer, uri: str, position: types.Position, kind: 
         s = ls.settings
         result = await ls.generate(job, language, lambda engine, token: engine.complete(
             prefix, suffix, language, max_new_tokens=s.maxNewTokens, context_tokens=s.contextTokens,
-            cancel=token))
+            cancel=token), uri=uri, vscode_language_id=doc.language_id or None)
     except asyncio.CancelledError:  # $/cancelRequest: stop the generation between two tokens
         job.token.cancel()
         raise

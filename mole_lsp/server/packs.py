@@ -32,19 +32,27 @@ async def _engine_or_errors(ls: MoleServer, langs: list[str]) -> tuple[Engine | 
         return None, {lang: f"the model is not loaded: {e}" for lang in langs}
 
 
-def _pack_info(ls: MoleServer, lang: str, available: dict[str, Any], installed: dict[str, Any]
-               ) -> protocol.PackInfo:
+def _pack_info(ls: MoleServer, lang: str, *, installed: bool, available: bool, size: int | None,
+               revision: str | None) -> protocol.PackInfo:
+    known = lang in ls.registry
+    return {
+        "language": lang,
+        "name": ls.registry.get(lang).name if known else lang,
+        "vscodeLanguageIds": list(ls.registry.get(lang).vscode_ids) if known else [],
+        "installed": installed,
+        "available": available,
+        "sizeBytes": size,
+        "revision": revision,
+    }
+
+
+def _store_pack_info(ls: MoleServer, lang: str, available: dict[str, Any], installed: dict[str, Any]
+                     ) -> protocol.PackInfo:
     inst = installed.get(lang)
     avail = available.get(lang)
     size = getattr(inst, "size_bytes", None) if inst is not None else (avail or {}).get("size_bytes")
-    return {
-        "language": lang,
-        "name": ls.registry.get(lang).name if lang in ls.registry else lang,
-        "installed": inst is not None,
-        "available": avail is not None,
-        "sizeBytes": size,
-        "revision": getattr(inst, "revision", None),
-    }
+    return _pack_info(ls, lang, installed=inst is not None, available=avail is not None, size=size,
+                      revision=getattr(inst, "revision", None))
 
 
 def register(server: MoleServer) -> None:
@@ -112,8 +120,7 @@ def register(server: MoleServer) -> None:
         if store is None or isinstance(store, FolderPacks):
             root = getattr(store, "root", None)
             langs = sorted(p.name for p in (root / "experts").iterdir()) if root and (root / "experts").is_dir() else []
-            packs = [{"language": x, "name": ls.registry.get(x).name if x in ls.registry else x, "installed": True,
-                      "available": True, "sizeBytes": None, "revision": None} for x in langs]
+            packs = [_pack_info(ls, x, installed=True, available=True, size=None, revision=None) for x in langs]
             return {"packs": packs, "offline": ls.is_offline(), "repo": str(root or ""), "revision": "local"}
 
         def gather() -> tuple[dict[str, Any], dict[str, Any], bool, str]:
@@ -123,5 +130,5 @@ def register(server: MoleServer) -> None:
 
         available, installed, offline, revision = await ls.run_io(gather)
         langs = sorted((set(available) | set(installed)) - {"core"})
-        return {"packs": [_pack_info(ls, x, available, installed) for x in langs],
+        return {"packs": [_store_pack_info(ls, x, available, installed) for x in langs],
                 "offline": offline or ls.is_offline(), "repo": store.repo_id, "revision": revision}

@@ -148,20 +148,50 @@ export function allPackItems(list: ListPacksResult): PackItem[] {
 }
 
 /**
+ * A `mole.listPacks` answer with every field the extension reads in shape: older servers send no
+ * `vscodeLanguageIds` (it becomes []), and entries without a language id are dropped.
+ */
+export function normalizePackList(raw: ListPacksResult): ListPacksResult {
+  const packs = (Array.isArray(raw.packs) ? raw.packs : [])
+    .filter((p): p is PackInfo => typeof p === 'object' && p !== null && typeof p.language === 'string' && p.language !== '')
+    .map((p) => ({
+      ...p,
+      name: typeof p.name === 'string' && p.name ? p.name : p.language,
+      vscodeLanguageIds: Array.isArray(p.vscodeLanguageIds) ? p.vscodeLanguageIds.filter((x): x is string => typeof x === 'string') : [],
+      installed: p.installed === true,
+      available: p.available === true,
+    }));
+  return { ...raw, packs, offline: raw.offline === true };
+}
+
+/**
+ * The pack of a VS Code languageId: the one whose `vscodeLanguageIds` lists it (the registry's map, so
+ * `typescriptreact` finds the typescript pack before any request), else one whose registry id is
+ * spelled the same (servers older than `vscodeLanguageIds`).
+ */
+export function packForLanguageId(packs: readonly PackInfo[], languageId: string | undefined): PackInfo | undefined {
+  if (!languageId) return undefined;
+  const id = languageId.toLowerCase();
+  return (
+    packs.find((p) => (p.vscodeLanguageIds ?? []).some((v) => v.toLowerCase() === id)) ??
+    packs.find((p) => p.language.toLowerCase() === id)
+  );
+}
+
+/**
  * Languages offered by Translate Selection To…: installed packs first, then the ones that can be
- * downloaded (not when offline). `sourceLanguage` (registry id, if known) goes last.
+ * downloaded (not when offline). `sourceLanguage` (registry id of the selection's language, if known)
+ * is left out: translating into the same language is not offered.
  */
 export function translateTargets(list: ListPacksResult, sourceLanguage?: string): PackItem[] {
-  const usable = list.packs.filter((p) => p.installed || (p.available && !list.offline));
-  const items = [...usable.filter((p) => p.installed).sort(byName), ...usable.filter((p) => !p.installed).sort(byName)].map(
+  const usable = list.packs.filter((p) => (p.installed || (p.available && !list.offline)) && p.language !== sourceLanguage);
+  return [...usable.filter((p) => p.installed).sort(byName), ...usable.filter((p) => !p.installed).sort(byName)].map(
     (p): PackItem => {
       const size = formatBytes(p.sizeBytes);
       const description = p.installed ? p.language : `${p.language} · downloads first${size ? ` (${size})` : ''}`;
       return { label: p.name, description, language: p.language, installed: p.installed };
     },
   );
-  if (!sourceLanguage) return items;
-  return [...items.filter((i) => i.language !== sourceLanguage), ...items.filter((i) => i.language === sourceLanguage)];
 }
 
 export interface Summary {

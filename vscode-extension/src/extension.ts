@@ -31,7 +31,9 @@ import {
   explanationDocument,
   installCandidates,
   listPacksParams,
+  normalizePackList,
   packArgs,
+  packForLanguageId,
   removeCandidates,
   statusParams,
   summarizeInstall,
@@ -88,9 +90,9 @@ import {
 } from './settings';
 import {
   CrashTracker,
-  ExpertMemory,
   ProgressTracker,
   coerceStatus,
+  expertForEditor,
   renderStatus,
   type ClientPhase,
 } from './statusView';
@@ -124,7 +126,10 @@ class MoleExtension implements vscode.Disposable {
   private phaseDetail: string | undefined;
   private status: Status | undefined;
   private readonly progress = new ProgressTracker();
-  private readonly experts = new ExpertMemory();
+  /** The last `mole.listPacks` answer (the status bar maps the active editor to its pack with it). */
+  private packs: ListPacksResult | undefined;
+  /** Numbers background pack listings; only the newest one is kept. */
+  private packsRequest = 0;
   private readonly crashes = new CrashTracker(3, 3 * 60 * 1000);
   private python: ResolvedPython | undefined;
   /** Serialises start/stop/restart. */
@@ -133,8 +138,6 @@ class MoleExtension implements vscode.Disposable {
   private stopping = false;
   /** One error message per start attempt. */
   private failureShown = false;
-  /** While a translation runs, the status names the target's expert: do not remember it. */
-  private translating = 0;
   private interpreterWatch: vscode.Disposable | undefined;
 
   constructor() {
@@ -215,6 +218,7 @@ class MoleExtension implements vscode.Disposable {
   private async doStart(): Promise<void> {
     this.failureShown = false;
     this.status = undefined;
+    this.packs = undefined;
     this.progress.clear();
     this.setPhase('starting');
 
@@ -309,8 +313,8 @@ class MoleExtension implements vscode.Disposable {
     } finally {
       this.stopping = false;
       this.status = undefined;
+      this.packs = undefined;
       this.progress.clear();
-      this.experts.clear();
       this.setPhase('stopped');
     }
   }
@@ -357,6 +361,7 @@ class MoleExtension implements vscode.Disposable {
           if (this.crashes.crashed(Date.now())) {
             this.log.warn(`The server stopped unexpectedly; restarting (${this.crashes.recentCrashes} in the last 3 minutes).`);
             this.status = undefined;
+            this.packs = undefined;
             this.progress.clear();
             this.setPhase('starting');
             return { action: CloseAction.Restart, handled: true };
@@ -445,9 +450,39 @@ class MoleExtension implements vscode.Disposable {
       this.log.warn(`Ignoring a malformed ${NOTIFY_STATUS}: ${JSON.stringify(raw)}`);
       return;
     }
+    const before = this.status?.state;
     this.status = status;
-    if (this.translating === 0) this.experts.record(vscode.window.activeTextEditor?.document.languageId, status);
+    // The model just became usable, or a download (an automatic pack install) just ended: the packs
+    // may have changed.
+    const usable = (state: string | undefined): boolean => state === 'ready' || state === 'generating';
+    if (usable(status.state) && (!usable(before) || !this.packs)) this.refreshPacks();
     this.render();
+  }
+
+  /** Lists the packs in the background for the status bar (no notification, failures only logged). */
+  private refreshPacks(): void {
+    if (!this.client || this.phase !== 'running') return;
+    const n = ++this.packsRequest;
+    this.request(CMD_LIST_PACKS, listPacksParams())
+      .then((list) => {
+        if (n === this.packsRequest) this.packsListed(list);
+      })
+      .catch((err: unknown) => {
+        if (!isCancellation(err) && !(err instanceof NotRunning)) this.log.warn(`${CMD_LIST_PACKS} failed: ${err instanceof Error ? err.message : String(err)}`);
+      });
+  }
+
+  /** Keeps a `mole.listPacks` answer (from any command) for the status bar; returns it normalised. */
+  private packsListed(raw: ListPacksResult): ListPacksResult {
+    const list = normalizePackList(raw);
+    this.packs = list;
+    this.render();
+    return list;
+  }
+
+  /** The active editor's document URI as the language client sends it (what `activeUri` holds). */
+  private protocolUri(uri: vscode.Uri): string {
+    return this.client?.code2ProtocolConverter.asUri(uri) ?? uri.toString();
   }
 
   private render(): void {
@@ -460,8 +495,9 @@ class MoleExtension implements vscode.Disposable {
       clientDetail: this.phaseDetail,
       server: this.status,
       progress: this.progress.current(),
+      editorUri: editor ? this.protocolUri(editor.document.uri) : undefined,
       editorLanguageId: languageId,
-      expert: this.experts.lookup(languageId),
+      packs: this.packs?.packs,
       inlineEnabled,
       languageEnabled: languageId ? isLanguageEnabled(this.serverSettings().enable, languageId) : true,
     });
@@ -514,7 +550,8 @@ class MoleExtension implements vscode.Disposable {
   }
 
   private async listPacks(): Promise<ListPacksResult | undefined> {
-    return this.withProgress('MoLE: listing packs…', (token) => this.request(CMD_LIST_PACKS, listPacksParams(), token));
+    const list = await this.withProgress('MoLE: listing packs…', (token) => this.request(CMD_LIST_PACKS, listPacksParams(), token));
+    return list && this.packsListed(list);
   }
 
   private selectionRange(editor: vscode.TextEditor): LspRange | undefined {
@@ -568,11 +605,19 @@ class MoleExtension implements vscode.Disposable {
     if (!src) return;
     const list = await this.listPacks();
     if (!list) return;
-    const sourceLanguage = this.experts.lookup(src.editor.document.languageId)?.language;
+    // The selection's language: the registry's languageId map, else what the server last said about
+    // this very document.
+    const sourceId = src.editor.document.languageId;
+    const sourceLanguage = packForLanguageId(list.packs, sourceId)?.language ?? expertForEditor(this.status, src.uri, sourceId)?.language;
     const targets = translateTargets(list, sourceLanguage);
     if (targets.length === 0) {
+      const others = translateTargets(list).length > 0;
       void vscode.window.showWarningMessage(
-        list.offline ? 'MoLE: offline and no expert pack installed: nothing to translate to.' : 'MoLE: the pack repository lists no languages.',
+        others
+          ? `MoLE: no language other than ${sourceLanguage ?? sourceId} to translate to${list.offline ? ' (offline: installed packs only)' : ''}.`
+          : list.offline
+            ? 'MoLE: offline and no expert pack installed: nothing to translate to.'
+            : 'MoLE: the pack repository lists no languages.',
       );
       return;
     }
@@ -583,13 +628,7 @@ class MoleExtension implements vscode.Disposable {
     });
     if (!pick) return;
     const args = translateArgs(src.uri, src.range, pick.language);
-    this.translating++;
-    let result;
-    try {
-      result = await this.withProgress(`MoLE: translating to ${pick.label}…`, (token) => this.request(CMD_TRANSLATE, args, token));
-    } finally {
-      this.translating--;
-    }
+    const result = await this.withProgress(`MoLE: translating to ${pick.label}…`, (token) => this.request(CMD_TRANSLATE, args, token));
     if (!result) return;
     const languageId = translationLanguageId(result, await vscode.languages.getLanguages());
     const doc = await vscode.workspace.openTextDocument({ language: languageId, content: result.code });
@@ -622,6 +661,7 @@ class MoleExtension implements vscode.Disposable {
     const result = await this.withProgress(`MoLE: installing ${args.languages.join(', ')}…`, (token) =>
       this.request(CMD_INSTALL_PACK, args, token),
     );
+    this.refreshPacks();
     if (result) this.showSummary(summarizeInstall(result));
   }
 
@@ -647,6 +687,7 @@ class MoleExtension implements vscode.Disposable {
     const result = await this.withProgress(`MoLE: removing ${args.languages.join(', ')}…`, (token) =>
       this.request(CMD_REMOVE_PACK, args, token),
     );
+    this.refreshPacks();
     if (result) this.showSummary(summarizeRemove(result));
   }
 
@@ -687,7 +728,8 @@ class MoleExtension implements vscode.Disposable {
     if (this.client && this.phase === 'running') {
       qp.busy = true;
       this.request(CMD_LIST_PACKS, listPacksParams(), cts.token)
-        .then((list) => {
+        .then((raw) => {
+          const list = this.packsListed(raw);
           const header = `Packs · ${list.repo || 'default repository'}@${list.revision}${list.offline ? ' · offline' : ''}`;
           const packs: Entry[] = allPackItems(list).map((p) => ({ label: p.label, description: p.description, detail: p.detail, pack: p }));
           qp.items = [...actions, { label: header, kind: vscode.QuickPickItemKind.Separator }, ...packs];

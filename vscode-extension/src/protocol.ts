@@ -83,6 +83,8 @@ export interface PackInfo {
   language: string;
   /** Display name. */
   name: string;
+  /** VS Code languageIds the registry maps to this language (may be empty; absent from older servers). */
+  vscodeLanguageIds: string[];
   installed: boolean;
   /** Listed in the pack repository's index. */
   available: boolean;
@@ -115,12 +117,27 @@ export const NOTIFY_STATUS = 'mole/status';
 export const STATES = ['starting', 'loading', 'ready', 'downloading', 'generating', 'error'] as const;
 export type State = (typeof STATES)[number];
 
+/**
+ * `activeUri`, `vscodeLanguageId`, `activeLanguage`, `activeExpert` and `baseOnly` describe the last
+ * finished generation and change together (`state: 'generating'` alone announces the next one).
+ */
 export interface Status {
   state: State;
-  /** Expert pack in use for the last request (may be a fallback). */
+  /**
+   * Expert pack used by the last generation (may be a fallback). null: no expert took part, the shared
+   * adapter alone answered, or the bare base model when `baseOnly` (an explanation's prose always comes
+   * from the NL adapter; this is then the expert of the code's language).
+   */
   activeExpert: string | null;
-  /** Registry id of the document the last request came from. */
+  /** Registry id of the language the last generation was for. */
   activeLanguage: string | null;
+  /**
+   * The document the last generation came from, as the client sent its URI, when it was in that
+   * document's language; null before the first request and after a translation (target's expert).
+   */
+  activeUri: string | null;
+  /** VS Code languageId of `activeLanguage`: the document's own one when `activeUri` is set. */
+  vscodeLanguageId: string | null;
   /** No core pack: the bare base model answers. */
   baseOnly: boolean;
   /** HF_HUB_OFFLINE / no network: cached packs only. */

@@ -1,8 +1,10 @@
 /**
  * What the status bar item says. Pure: the glue feeds in the client's state, the last `mole/status`,
- * running work-done progress and the active editor, and copies the result onto a StatusBarItem.
+ * running work-done progress, the active editor and the last pack list, and copies the result onto a
+ * StatusBarItem.
  */
-import { STATES, type State, type Status } from './protocol';
+import { packForLanguageId } from './commands';
+import { STATES, type PackInfo, type State, type Status } from './protocol';
 
 export type ClientPhase = 'stopped' | 'starting' | 'running' | 'failed';
 
@@ -12,7 +14,7 @@ export interface ProgressInfo {
   percentage?: number;
 }
 
-/** The expert last seen answering for a document language. */
+/** The expert that answered the last request of the active editor's document. */
 export interface ExpertSeen {
   /** Registry id of the document's language. */
   language: string;
@@ -27,12 +29,27 @@ export interface ViewInput {
   clientDetail?: string;
   server?: Status;
   progress?: ProgressInfo;
+  /** The active editor's document URI, converted as the language client sends it; undefined: no editor. */
+  editorUri?: string;
   /** VS Code languageId of the active editor, if any. */
   editorLanguageId?: string;
-  /** What answered last for that languageId, if known. */
-  expert?: ExpertSeen;
+  /** The packs of the last `mole.listPacks`; undefined until the server answered one. */
+  packs?: readonly PackInfo[];
   inlineEnabled: boolean;
   languageEnabled: boolean;
+}
+
+/**
+ * The expert of the last finished generation, when it came from the active editor's document (same
+ * URI, and same languageId when the server says which): a status about another document, or about a
+ * translation (`activeUri` null), says nothing about this editor.
+ */
+export function expertForEditor(status: Status | undefined, editorUri?: string, editorLanguageId?: string): ExpertSeen | undefined {
+  if (!status || !editorUri || status.activeUri !== editorUri) return undefined;
+  if (status.vscodeLanguageId && editorLanguageId && status.vscodeLanguageId !== editorLanguageId) return undefined;
+  const language = status.activeLanguage ?? editorLanguageId;
+  if (!language) return undefined;
+  return { language, expert: status.activeExpert, baseOnly: status.baseOnly };
 }
 
 export type Severity = 'normal' | 'warning' | 'error';
@@ -64,15 +81,43 @@ function escapeMd(text: string): string {
   return text.replace(/([\\`*_{}[\]()#+\-.!|<>])/g, '\\$1');
 }
 
-function tooltipLines(input: ViewInput, headline: string): string {
+/** "rust (installed)", "go (not installed)", "cobol (no pack)": a pack's state in the status bar. */
+export function packLabel(pack: PackInfo): string {
+  return `${pack.language} (${pack.installed ? 'installed' : pack.available ? 'not installed' : 'no pack'})`;
+}
+
+function packLine(pack: PackInfo, offline: boolean): string {
+  const lang = escapeMd(pack.language);
+  if (pack.installed) return `The ${lang} expert pack is installed; no completion from this document yet.`;
+  if (pack.available && offline) return `The ${lang} expert pack is not installed and cannot be downloaded offline: the shared adapter or a fallback expert answers.`;
+  if (pack.available) {
+    return `The ${lang} expert pack is not installed: it is downloaded the first time a ${lang} document asks for a completion (mole.autoInstallPacks), or install it from the menu.`;
+  }
+  return `The pack repository has no ${lang} expert: the shared adapter or a fallback expert answers.`;
+}
+
+interface Subject {
+  /** The expert that answered this editor's document last. */
+  seen?: ExpertSeen;
+  /** Otherwise, the pack of the editor's language (from mole.listPacks). */
+  pack?: PackInfo;
+}
+
+function tooltipLines(input: ViewInput, headline: string, subject: Subject): string {
   const lines = [`**${BRAND}** — ${escapeMd(headline)}`];
   const s = input.server;
-  if (input.expert) {
-    const e = input.expert;
+  if (subject.seen) {
+    const e = subject.seen;
     const who = e.baseOnly ? 'the base model alone' : e.expert === null ? 'the shared adapter (no expert)' : `the ${e.expert} expert`;
-    lines.push(`Documents in ${escapeMd(e.language)} are answered by ${escapeMd(who)}.`);
+    lines.push(`This ${escapeMd(e.language)} document was last answered by ${escapeMd(who)}.`);
+  } else if (subject.pack) {
+    lines.push(packLine(subject.pack, s?.offline === true));
   } else if (input.editorLanguageId && input.client === 'running') {
-    lines.push(`No request yet from a ${escapeMd(input.editorLanguageId)} document.`);
+    lines.push(
+      input.packs
+        ? `No expert pack is listed for ${escapeMd(input.editorLanguageId)} documents; no request yet from this one.`
+        : `No request yet from this ${escapeMd(input.editorLanguageId)} document.`,
+    );
   }
   if (s?.baseOnly) lines.push('Base model only: no core pack is installed, answers come from the bare base model.');
   if (s?.offline) lines.push('Offline: only packs already in the cache are used.');
@@ -96,9 +141,12 @@ function offlineSuffix(input: ViewInput): string {
 
 /** Renders the status bar item for every combination of client and server state. */
 export function renderStatus(input: ViewInput): View {
+  const seen = expertForEditor(input.server, input.editorUri, input.editorLanguageId);
+  const pack = seen || !input.packs ? undefined : packForLanguageId(input.packs, input.editorLanguageId);
+  const subject: Subject = { seen, pack };
   const make = (text: string, headline: string, severity: Severity): View => ({
     text,
-    tooltip: tooltipLines(input, headline),
+    tooltip: tooltipLines(input, headline, subject),
     severity,
   });
 
@@ -134,47 +182,20 @@ export function renderStatus(input: ViewInput): View {
     return make(`$(circle-slash) ${BRAND}: off for ${input.editorLanguageId}${suffix}`, 'disabled for this language', 'normal');
   }
   const icon = s.state === 'generating' ? '$(sync~spin)' : '$(hubot)';
-  if (input.expert) {
-    const label = expertLabel(input.expert);
-    const severity: Severity = input.expert.baseOnly ? 'warning' : 'normal';
-    return make(`${icon} ${BRAND}: ${label}${suffix}`, s.state === 'generating' ? 'generating' : 'ready', severity);
+  const headline = s.state === 'generating' ? 'generating' : 'ready';
+  if (seen) {
+    return make(`${icon} ${BRAND}: ${expertLabel(seen)}${suffix}`, headline, seen.baseOnly ? 'warning' : 'normal');
   }
   if (s.baseOnly) {
     return make(`${icon} ${BRAND}: base only${suffix}`, 'ready (base model only)', 'warning');
   }
-  return make(`${icon} ${BRAND}${suffix}`, s.state === 'generating' ? 'generating' : 'ready', 'normal');
+  if (pack) return make(`${icon} ${BRAND}: ${packLabel(pack)}${suffix}`, headline, 'normal');
+  return make(`${icon} ${BRAND}${suffix}`, headline, 'normal');
 }
 
 function short(text: string, max = 32): string {
   const t = text.trim();
   return t.length <= max ? t : `${t.slice(0, max - 1)}…`;
-}
-
-/**
- * Remembers which expert answered for each VS Code languageId. `mole/status` names the registry
- * language of the last request, not the document, so the glue records it under the languageId of the
- * editor that was active when the status arrived.
- */
-export class ExpertMemory {
-  private readonly seen = new Map<string, ExpertSeen>();
-
-  record(languageId: string | undefined, status: Status): void {
-    if (!languageId || !status.activeLanguage) return;
-    if (status.state !== 'ready' && status.state !== 'generating') return;
-    this.seen.set(languageId, {
-      language: status.activeLanguage,
-      expert: status.activeExpert,
-      baseOnly: status.baseOnly,
-    });
-  }
-
-  lookup(languageId: string | undefined): ExpertSeen | undefined {
-    return languageId ? this.seen.get(languageId) : undefined;
-  }
-
-  clear(): void {
-    this.seen.clear();
-  }
 }
 
 export type ProgressEvent =
@@ -252,6 +273,9 @@ export function coerceStatus(raw: unknown): Status | undefined {
     state: o.state as State,
     activeExpert: str(o.activeExpert),
     activeLanguage: str(o.activeLanguage),
+    // Older servers send neither: their status is then never taken for the active editor's.
+    activeUri: str(o.activeUri),
+    vscodeLanguageId: str(o.vscodeLanguageId),
     baseOnly: o.baseOnly === true,
     offline: o.offline === true,
     message: str(o.message),

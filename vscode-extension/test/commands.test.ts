@@ -11,7 +11,9 @@ import {
   explanationDocument,
   formatBytes,
   installCandidates,
+  normalizePackList,
   packArgs,
+  packForLanguageId,
   removeCandidates,
   summarizeInstall,
   summarizeRemove,
@@ -29,6 +31,7 @@ const range = (sl: number, sc: number, el: number, ec: number): LspRange => ({
 const pack = (language: string, name: string, over: Partial<PackInfo> = {}): PackInfo => ({
   language,
   name,
+  vscodeLanguageIds: [language],
   installed: false,
   available: true,
   sizeBytes: null,
@@ -42,7 +45,7 @@ const PACKS = list([
   pack('rust', 'Rust', { installed: true, sizeBytes: 5_242_880, revision: '0123456789abcdef0123' }),
   pack('python', 'Python', { installed: true, sizeBytes: 4_000_000 }),
   pack('go', 'Go', { sizeBytes: 3_500_000 }),
-  pack('cpp', 'C++', { sizeBytes: 900 }),
+  pack('cpp', 'C++', { sizeBytes: 900, vscodeLanguageIds: ['cpp', 'cuda-cpp'] }),
   pack('cobol', 'COBOL', { available: false }),
 ]);
 
@@ -121,22 +124,86 @@ describe('pack lists', () => {
     assert.equal(items[1]?.detail, 'revision 0123456789ab');
     assert.equal(items[3]?.description, 'cobol · not in the pack repository');
   });
-  it('translation targets: installed first, downloadable next, the source language last', () => {
+  it('translation targets: installed first, downloadable next, never the source language', () => {
     assert.deepEqual(
       translateTargets(PACKS).map((p) => p.language),
       ['python', 'rust', 'cpp', 'go'],
     );
     assert.deepEqual(
       translateTargets(PACKS, 'python').map((p) => p.language),
-      ['rust', 'cpp', 'go', 'python'],
+      ['rust', 'cpp', 'go'],
+    );
+    assert.deepEqual(
+      translateTargets(PACKS, 'go').map((p) => p.language),
+      ['python', 'rust', 'cpp'],
     );
     assert.equal(translateTargets(PACKS)[3]?.description, 'go · downloads first (3.3 MB)');
+  });
+  it('the source language comes from the editor languageId through vscodeLanguageIds', () => {
+    // cuda-cpp is C++ for the registry: the C++ pack is left out of the quick-pick.
+    const source = packForLanguageId(PACKS.packs, 'cuda-cpp')?.language;
+    assert.equal(source, 'cpp');
+    assert.deepEqual(
+      translateTargets(PACKS, source).map((p) => p.language),
+      ['python', 'rust', 'go'],
+    );
   });
   it('offline translation only offers installed packs', () => {
     assert.deepEqual(
       translateTargets({ ...PACKS, offline: true }).map((p) => p.language),
       ['python', 'rust'],
     );
+    assert.deepEqual(
+      translateTargets({ ...PACKS, offline: true }, 'rust').map((p) => p.language),
+      ['python'],
+    );
+  });
+});
+
+describe('packForLanguageId', () => {
+  const packs = [
+    pack('typescript', 'TypeScript', { vscodeLanguageIds: ['typescript', 'typescriptreact'] }),
+    pack('javascript', 'JavaScript', { vscodeLanguageIds: ['javascript', 'javascriptreact'] }),
+    pack('shell', 'Shell', { vscodeLanguageIds: ['shellscript'] }),
+    pack('go', 'Go', { vscodeLanguageIds: [] }),
+  ];
+  it('maps a VS Code languageId to its pack before any request', () => {
+    assert.equal(packForLanguageId(packs, 'typescriptreact')?.language, 'typescript');
+    assert.equal(packForLanguageId(packs, 'javascriptreact')?.language, 'javascript');
+    assert.equal(packForLanguageId(packs, 'shellscript')?.language, 'shell');
+    assert.equal(packForLanguageId(packs, 'TypeScriptReact')?.language, 'typescript');
+  });
+  it('falls back to the registry id (servers without vscodeLanguageIds), else nothing', () => {
+    assert.equal(packForLanguageId(packs, 'go')?.language, 'go');
+    assert.equal(packForLanguageId(packs, 'shell')?.language, 'shell');
+    assert.equal(packForLanguageId(packs, 'markdown'), undefined);
+    assert.equal(packForLanguageId(packs, undefined), undefined);
+  });
+});
+
+describe('normalizePackList', () => {
+  it('fills vscodeLanguageIds for older servers and drops malformed entries', () => {
+    const raw = {
+      packs: [
+        { language: 'rust', name: 'Rust', installed: true, available: true, sizeBytes: 1, revision: 'abc' },
+        { language: 'go', name: '', vscodeLanguageIds: ['go', 7], installed: false, available: true, sizeBytes: null, revision: null },
+        { name: 'nameless' },
+        null,
+      ],
+      offline: false,
+      repo: 'org/packs',
+      revision: 'main',
+    } as unknown as ListPacksResult;
+    const list = normalizePackList(raw);
+    assert.deepEqual(
+      list.packs.map((p) => [p.language, p.name, p.vscodeLanguageIds]),
+      [
+        ['rust', 'Rust', []],
+        ['go', 'go', ['go']],
+      ],
+    );
+    assert.equal(packForLanguageId(list.packs, 'rust')?.language, 'rust');
+    assert.deepEqual(normalizePackList({ offline: true } as unknown as ListPacksResult).packs, []);
   });
 });
 

@@ -199,6 +199,8 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
 
   it('runs the server and speaks the protocol', async () => {
     const { python, log, argsFile } = fakePython('python-ok');
+    const listPacksRequests = (): number =>
+      readLog(log).filter((m) => m.method === 'workspace/executeCommand' && m.params?.command === 'mole.listPacks').length;
     const { ext, state } = setup({
       'mole.pythonPath': python,
       'mole.serverArgs': ['--log-level', 'debug'],
@@ -229,10 +231,24 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     });
     assert.equal(readFileSync(argsFile, 'utf8').trim(), '-m mole_lsp serve --log-level debug');
 
-    // $/progress and mole/status reach the status bar; the expert is shown for the python editor.
-    await waitFor('status "python"', () => state.statusItem.text === '$(hubot) MoLE: python');
+    // $/progress and mole/status reach the status bar. Before any request from add.py, the bar shows
+    // its language's pack, which mole.listPacks (asked once the model is ready) maps from 'python'.
+    await waitFor('status "python (installed)"', () => state.statusItem.text === '$(hubot) MoLE: python (installed)');
     assert.ok(state.statusTexts.includes('$(loading~spin) MoLE: loading 50%'), state.statusTexts.join(' | '));
     assert.equal(state.messages.filter((m) => m.kind === 'error').length, 0, JSON.stringify(state.messages));
+    assert.equal(listPacksRequests(), 1);
+
+    // Another editor, in a language whose pack is mapped through vscodeLanguageIds only.
+    const tsx = makeDocument(Uri.file('/proj/App.tsx'), 'typescriptreact', 'export const App = () => null;\n');
+    const showEditor = (document: typeof doc): void => {
+      state.activeTextEditor = { document, selection: new Selection(new Position(0, 0), new Position(0, 0)) };
+      state.activeEditorEmitter.fire(state.activeTextEditor);
+    };
+    showEditor(tsx);
+    assert.equal(state.statusItem.text, '$(hubot) MoLE: typescript (not installed)');
+    showEditor(doc);
+    assert.equal(state.statusItem.text, '$(hubot) MoLE: python (installed)');
+    state.activeTextEditor = { document: doc, selection: new Selection(new Position(0, 0), new Position(1, 16)) };
 
     // Inline completions: asked for python, dropped for markdown (disabled in mole.enable).
     const provider = await waitFor('an inline provider', () => state.inlineProviders[0]);
@@ -245,6 +261,14 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
       | { insertText: unknown }[];
     const items = Array.isArray(got) ? got : got.items;
     assert.equal(items[0]?.insertText, 'return a + b');
+    // The status now names add.py (activeUri): its expert is shown for this editor, and only for it.
+    await waitFor('status "python"', () => state.statusItem.text === '$(hubot) MoLE: python');
+    assert.ok(state.statusTexts.includes('$(sync~spin) MoLE: python (installed)'), state.statusTexts.join(' | '));
+    showEditor(makeDocument(Uri.file('/proj/other.py'), 'python', 'x = 1\n'));
+    assert.equal(state.statusItem.text, '$(hubot) MoLE: python (installed)');
+    showEditor(doc);
+    assert.equal(state.statusItem.text, '$(hubot) MoLE: python');
+    state.activeTextEditor = { document: doc, selection: new Selection(new Position(0, 0), new Position(1, 16)) };
     const inlineRequests = readLog(log).filter((m) => m.method === 'textDocument/inlineCompletion');
     assert.equal(inlineRequests.length, 1);
     assert.equal((inlineRequests[0]?.params?.textDocument as { uri: string }).uri, 'file:///proj/add.py');
@@ -263,14 +287,23 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     assert.match(state.opened[0]?.content ?? '', /^# Explanation: `add\.py`, lines 1–2 \(python\)\n\nIt adds `a` and `b`\./);
     assert.ok(state.executed.some((e) => e.id === 'markdown.showPreviewToSide'));
 
-    // Translate Selection To… → quick pick from mole.listPacks → mole.translate → editor beside.
-    state.pick = (list) => list.find((i) => i.language === 'rust');
+    // Translate Selection To… → quick pick from mole.listPacks (without python, the selection's
+    // language) → mole.translate → editor beside.
+    let targets: string[] = [];
+    state.pick = (list) => {
+      targets = list.map((i) => i.language ?? '');
+      return list.find((i) => i.language === 'rust');
+    };
     await state.commands.get('mole.translateSelection')?.();
+    assert.deepEqual(targets, ['rust', 'go', 'typescript']);
     const translate = readLog(log).find((m) => m.method === 'workspace/executeCommand' && m.params?.command === 'mole.translate');
     assert.deepEqual((translate?.params?.arguments as { target: string }[])[0]?.target, 'rust');
     assert.equal(state.opened[1]?.language, 'rust');
     assert.match(state.opened[1]?.content ?? '', /fn add/);
     assert.equal(state.shownDocuments.at(-1)?.document.languageId, 'rust');
+    // The status after a translation names the rust expert but no document: add.py shows its pack.
+    await waitFor('status "python (installed)" after translating', () => state.statusItem.text === '$(hubot) MoLE: python (installed)');
+    assert.ok(!state.statusTexts.includes('$(hubot) MoLE: python→rust'), state.statusTexts.join(' | '));
 
     // Install Pack… offers what is not installed and reports the result.
     let offered: string[] = [];
@@ -280,7 +313,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
       return list.filter((i) => i.language === 'go');
     };
     await state.commands.get('mole.installPacks')?.();
-    assert.deepEqual(offered, ['go']);
+    assert.deepEqual(offered, ['go', 'typescript']);
     const install = readLog(log).find((m) => m.method === 'workspace/executeCommand' && m.params?.command === 'mole.installPack');
     assert.deepEqual(install?.params?.arguments, [{ languages: ['go'] }]);
     assert.ok(state.messages.some((m) => m.kind === 'info' && m.message === 'MoLE: installed go.'));

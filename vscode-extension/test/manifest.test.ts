@@ -73,6 +73,8 @@ describe('protocol.ts mirrors mole_lsp/protocol.py', { skip: !existsSync(protoco
       state: true,
       activeExpert: true,
       activeLanguage: true,
+      activeUri: true,
+      vscodeLanguageId: true,
       baseOnly: true,
       offline: true,
       message: true,
@@ -81,6 +83,7 @@ describe('protocol.ts mirrors mole_lsp/protocol.py', { skip: !existsSync(protoco
     const packInfo: Record<keyof protocol.PackInfo, true> = {
       language: true,
       name: true,
+      vscodeLanguageIds: true,
       installed: true,
       available: true,
       sizeBytes: true,

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { STATES, type Status } from '../src/protocol';
+import { STATES, type PackInfo, type Status } from '../src/protocol';
 import {
   CrashTracker,
-  ExpertMemory,
   ProgressTracker,
   coerceStatus,
+  expertForEditor,
   expertLabel,
+  packLabel,
   renderStatus,
   type ViewInput,
 } from '../src/statusView';
@@ -16,6 +17,8 @@ const status = (over: Partial<Status> = {}): Status => ({
   state: 'ready',
   activeExpert: null,
   activeLanguage: null,
+  activeUri: null,
+  vscodeLanguageId: null,
   baseOnly: false,
   offline: false,
   message: null,
@@ -29,6 +32,35 @@ const input = (over: Partial<ViewInput> = {}): ViewInput => ({
   languageEnabled: true,
   ...over,
 });
+
+const pack = (language: string, vscodeLanguageIds: string[], over: Partial<PackInfo> = {}): PackInfo => ({
+  language,
+  name: language,
+  vscodeLanguageIds,
+  installed: false,
+  available: true,
+  sizeBytes: null,
+  revision: null,
+  ...over,
+});
+
+const PACKS: PackInfo[] = [
+  pack('rust', ['rust'], { installed: true }),
+  pack('typescript', ['typescript', 'typescriptreact']),
+  pack('javascript', ['javascript', 'javascriptreact'], { installed: true }),
+  pack('cobol', [], { available: false }),
+];
+
+const RS = 'file:///proj/src/main.rs';
+const TSX = 'file:///proj/src/App.tsx';
+const PY = 'file:///proj/add.py';
+
+/** The status after a finished generation for `uri`. */
+const answered = (uri: string | null, vscodeLanguageId: string, activeLanguage: string, activeExpert: string | null, over: Partial<Status> = {}): Status =>
+  status({ activeUri: uri, vscodeLanguageId, activeLanguage, activeExpert, ...over });
+
+/** The active editor showing `uri` in `languageId`. */
+const editor = (uri: string, languageId: string): Partial<ViewInput> => ({ editorUri: uri, editorLanguageId: languageId });
 
 describe('expertLabel', () => {
   it('names the expert, a fallback, no expert and base-only', () => {
@@ -90,31 +122,70 @@ describe('renderStatus', () => {
     assert.ok(long.text.length < 60, long.text);
   });
 
-  it('the active expert for the current editor', () => {
-    const rust = renderStatus(input({ editorLanguageId: 'rust', expert: { language: 'rust', expert: 'rust', baseOnly: false } }));
+  it('shows the expert when the status is about the active document', () => {
+    const rust = renderStatus(input({ server: answered(RS, 'rust', 'rust', 'rust'), ...editor(RS, 'rust'), packs: PACKS }));
     assert.equal(rust.text, '$(hubot) MoLE: rust');
     assert.equal(rust.severity, 'normal');
-    const ts = renderStatus(input({ editorLanguageId: 'typescript', expert: { language: 'typescript', expert: 'javascript', baseOnly: false } }));
-    assert.equal(ts.text, '$(hubot) MoLE: typescript→javascript');
-    assert.match(ts.tooltip, /javascript expert/);
-    const gen = renderStatus(
-      input({ server: status({ state: 'generating' }), editorLanguageId: 'python', expert: { language: 'python', expert: null, baseOnly: false } }),
-    );
+    assert.match(rust.tooltip, /This rust document was last answered by the rust expert/);
+    // typescriptreact → the typescript language, answered by its fallback expert.
+    const tsx = renderStatus(input({ server: answered(TSX, 'typescriptreact', 'typescript', 'javascript'), ...editor(TSX, 'typescriptreact') }));
+    assert.equal(tsx.text, '$(hubot) MoLE: typescript→javascript');
+    assert.match(tsx.tooltip, /javascript expert/);
+    // activeExpert null: the shared adapter alone; a generation running for another request keeps it.
+    const gen = renderStatus(input({ server: answered(PY, 'python', 'python', null, { state: 'generating' }), ...editor(PY, 'python') }));
     assert.equal(gen.text, '$(sync~spin) MoLE: python→shared');
-    const unknown = renderStatus(input({ editorLanguageId: 'go' }));
-    assert.equal(unknown.text, '$(hubot) MoLE');
-    assert.match(unknown.tooltip, /No request yet from a go document/);
+    assert.match(gen.tooltip, /last answered by the shared adapter/);
+  });
+
+  it("never shows another document's expert: the pack state of the editor's language instead", () => {
+    const lastWasRust = answered(RS, 'rust', 'rust', 'rust');
+    // Another document in another language: its pack, mapped through vscodeLanguageIds.
+    const tsx = renderStatus(input({ server: lastWasRust, ...editor(TSX, 'typescriptreact'), packs: PACKS }));
+    assert.equal(tsx.text, '$(hubot) MoLE: typescript (not installed)');
+    assert.match(tsx.tooltip, /typescript expert pack is not installed: it is downloaded the first time/);
+    // Another document in the same language: still the pack state, not the other document's answer.
+    const otherRs = renderStatus(input({ server: lastWasRust, ...editor('file:///proj/src/lib.rs', 'rust'), packs: PACKS }));
+    assert.equal(otherRs.text, '$(hubot) MoLE: rust (installed)');
+    assert.match(otherRs.tooltip, /rust expert pack is installed; no completion from this document yet/);
+    // Same URI but the editor's language was changed since: the status is stale.
+    const relabelled = renderStatus(input({ server: lastWasRust, ...editor(RS, 'javascriptreact'), packs: PACKS }));
+    assert.equal(relabelled.text, '$(hubot) MoLE: javascript (installed)');
+    // A language whose pack the repository does not have.
+    const noPack = renderStatus(input({ server: lastWasRust, ...editor('file:///x.cbl', 'COBOL'), packs: [pack('cobol', ['cobol'], { available: false })] }));
+    assert.equal(noPack.text, '$(hubot) MoLE: cobol (no pack)');
+    assert.match(noPack.tooltip, /no cobol expert/);
+    // Offline: an available pack cannot be downloaded.
+    const offline = renderStatus(input({ server: status({ offline: true }), ...editor(TSX, 'typescriptreact'), packs: PACKS }));
+    assert.equal(offline.text, '$(hubot) MoLE: typescript (not installed) (offline)');
+    assert.match(offline.tooltip, /cannot be downloaded offline/);
+    // No pack maps the languageId, or the packs are not listed yet.
+    const markdown = renderStatus(input({ server: lastWasRust, ...editor('file:///README.md', 'markdown'), packs: PACKS }));
+    assert.equal(markdown.text, '$(hubot) MoLE');
+    assert.match(markdown.tooltip, /No expert pack is listed for markdown documents/);
+    const unlisted = renderStatus(input({ server: lastWasRust, ...editor(TSX, 'typescriptreact') }));
+    assert.equal(unlisted.text, '$(hubot) MoLE');
+    assert.match(unlisted.tooltip, /No request yet from this typescriptreact document/);
+    // No editor at all.
+    assert.equal(renderStatus(input({ server: lastWasRust, packs: PACKS })).text, '$(hubot) MoLE');
+  });
+
+  it('after a translation (activeUri null) the source editor shows its own pack, not the target expert', () => {
+    const translated = answered(null, 'rust', 'rust', 'rust');
+    const v = renderStatus(input({ server: translated, ...editor(PY, 'python'), packs: [...PACKS, pack('python', ['python'], { installed: true })] }));
+    assert.equal(v.text, '$(hubot) MoLE: python (installed)');
+    assert.doesNotMatch(v.tooltip, /rust/);
   });
 
   it('offline and base-only', () => {
-    const offline = renderStatus(input({ server: status({ offline: true }), editorLanguageId: 'rust', expert: { language: 'rust', expert: 'rust', baseOnly: false } }));
+    const offline = renderStatus(input({ server: answered(RS, 'rust', 'rust', 'rust', { offline: true }), ...editor(RS, 'rust') }));
     assert.equal(offline.text, '$(hubot) MoLE: rust (offline)');
     assert.match(offline.tooltip, /Offline/);
-    const base = renderStatus(input({ server: status({ baseOnly: true }) }));
+    const base = renderStatus(input({ server: status({ baseOnly: true }), ...editor(RS, 'rust'), packs: PACKS }));
     assert.equal(base.text, '$(hubot) MoLE: base only');
     assert.equal(base.severity, 'warning');
     assert.match(base.tooltip, /no core pack/);
-    const baseExpert = renderStatus(input({ server: status({ baseOnly: true, offline: true }), expert: { language: 'go', expert: null, baseOnly: true } }));
+    const GO = 'file:///proj/main.go';
+    const baseExpert = renderStatus(input({ server: answered(GO, 'go', 'go', null, { baseOnly: true, offline: true }), ...editor(GO, 'go') }));
     assert.equal(baseExpert.text, '$(hubot) MoLE: go→base (offline)');
     assert.equal(baseExpert.severity, 'warning');
   });
@@ -139,9 +210,22 @@ describe('renderStatus', () => {
 
 describe('coerceStatus', () => {
   it('accepts a full status and fills missing optional fields', () => {
-    const full = status({ state: 'generating', activeExpert: 'rust', activeLanguage: 'rust', offline: true, message: 'hi' });
+    const full = status({
+      state: 'generating',
+      activeExpert: 'rust',
+      activeLanguage: 'rust',
+      activeUri: RS,
+      vscodeLanguageId: 'rust',
+      offline: true,
+      message: 'hi',
+    });
     assert.deepEqual(coerceStatus(full), full);
     assert.deepEqual(coerceStatus({ state: 'ready' }), status());
+    // An older server sends no activeUri/vscodeLanguageId: its status is about no editor.
+    const old = coerceStatus({ state: 'ready', activeExpert: 'rust', activeLanguage: 'rust', baseOnly: false, offline: false, message: null });
+    assert.equal(old?.activeUri, null);
+    assert.equal(expertForEditor(old, RS, 'rust'), undefined);
+    assert.equal(coerceStatus({ state: 'ready', activeUri: 42, vscodeLanguageId: '' })?.activeUri, null);
   });
   it('rejects garbage', () => {
     assert.equal(coerceStatus(null), undefined);
@@ -151,21 +235,29 @@ describe('coerceStatus', () => {
   });
 });
 
-describe('ExpertMemory', () => {
-  it('remembers per VS Code languageId what answered last', () => {
-    const m = new ExpertMemory();
-    m.record('typescriptreact', status({ activeLanguage: 'typescript', activeExpert: 'javascript' }));
-    m.record('rust', status({ state: 'generating', activeLanguage: 'rust', activeExpert: 'rust' }));
-    m.record('go', status({ activeLanguage: null }));
-    m.record(undefined, status({ activeLanguage: 'c', activeExpert: 'cpp' }));
-    m.record('python', status({ state: 'downloading', activeLanguage: 'python', activeExpert: 'python' }));
-    assert.deepEqual(m.lookup('typescriptreact'), { language: 'typescript', expert: 'javascript', baseOnly: false });
-    assert.deepEqual(m.lookup('rust'), { language: 'rust', expert: 'rust', baseOnly: false });
-    assert.equal(m.lookup('go'), undefined);
-    assert.equal(m.lookup('python'), undefined);
-    assert.equal(m.lookup(undefined), undefined);
-    m.clear();
-    assert.equal(m.lookup('rust'), undefined);
+describe('expertForEditor', () => {
+  it('matches the URI and, when both are known, the languageId', () => {
+    const st = answered(TSX, 'typescriptreact', 'typescript', 'javascript');
+    assert.deepEqual(expertForEditor(st, TSX, 'typescriptreact'), { language: 'typescript', expert: 'javascript', baseOnly: false });
+    assert.equal(expertForEditor(st, TSX, 'typescript'), undefined);
+    assert.equal(expertForEditor(st, RS, 'typescriptreact'), undefined);
+    assert.equal(expertForEditor(st, undefined, 'typescriptreact'), undefined);
+    assert.equal(expertForEditor(undefined, TSX, 'typescriptreact'), undefined);
+    assert.equal(expertForEditor(answered(null, 'rust', 'rust', 'rust'), RS, 'rust'), undefined);
+    // A document whose language the server did not recognise: named by its languageId.
+    assert.deepEqual(expertForEditor(status({ activeUri: 'file:///notes.txt', vscodeLanguageId: 'plaintext' }), 'file:///notes.txt', 'plaintext'), {
+      language: 'plaintext',
+      expert: null,
+      baseOnly: false,
+    });
+  });
+});
+
+describe('packLabel', () => {
+  it('says installed, not installed or no pack', () => {
+    assert.equal(packLabel(pack('rust', ['rust'], { installed: true })), 'rust (installed)');
+    assert.equal(packLabel(pack('go', ['go'])), 'go (not installed)');
+    assert.equal(packLabel(pack('cobol', [], { available: false })), 'cobol (no pack)');
   });
 });
 
