@@ -105,7 +105,8 @@ def test_pass_fail_timeout_memory(executor: Executor, lang: str) -> None:
     assert r_loop.run_s < SHORT.wall_s + 10
     r_bomb = executor.run(lang, bomb, MEM)
     assert r_bomb.status is Status.MEMORY, (r_bomb.status, r_bomb.reason, r_bomb.stderr)
-    assert r_bomb.max_rss_mb < MEM.memory_mb * 1.25
+    # No bound on max_rss_mb: Linux folds the launcher's pre-exec RSS (the forked pytest process,
+    # large once torch models are loaded) into ru_maxrss, so it says little about the sample itself.
 
 
 def test_compile_and_runtime_errors(executor: Executor) -> None:
