@@ -11,6 +11,13 @@ Modes (how each generated token is routed):
 - ``manual``: every generated token takes one forced language;
 - ``completion``: every position, prompt included, is code of the document language.
 
+Analyses (evaluation, RQ3/RQ4 of the paper) reroute positions without touching the text with
+``generate(..., relabel={...})``: every position whose fence label is ``X`` takes the adapters of label
+``relabel[X]`` (the key ``"*"`` matches every label), prompt and output alike. ``{"python": "rust"}``
+answers Python with the Rust expert (misassigned expert); ``{"*": "nl"}`` sends every token through
+the NL adapter (NL only). ``GenerationResult.labels`` keeps the parser's labels, ``routes`` says
+which adapters were actually used.
+
 The engine degrades instead of failing: no core pack -> the bare base model; a missing expert ->
 the registry's fallback expert -> the shared adapter only. Each degradation is reported once, in
 ``GenerationResult.notes`` of the generation that met it (the server shows those to the user).
@@ -24,7 +31,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -384,12 +391,14 @@ class Engine:
     def generate(self, prompt: str | Prompt, mode: Mode = "automated", language: str | None = None,
                  max_new_tokens: int = 128, stop: Sequence[str] | None = None, temperature: float = 0.0,
                  cancel: CancelToken | threading.Event | None = None, seed: int | None = None,
-                 install: bool | None = None) -> GenerationResult:
+                 install: bool | None = None, relabel: Mapping[str, str] | None = None) -> GenerationResult:
         """Generate from ``prompt`` (text, labelled by the fence parser, or a built :class:`Prompt`).
 
         mode: ``automated`` (the fence parser routes each new token), ``manual`` (every new token
         takes ``language``), ``completion`` (prompt and output are code of ``language``).
         ``stop``: strings that end the output (not included). Greedy unless ``temperature`` > 0.
+        ``relabel``: route label ``X`` as ``relabel[X]`` (``"*"``: any label), for the prompt and the
+        output; ``expert`` then names the expert the output's language was answered with.
         """
         t0 = time.perf_counter()
         if mode not in ("automated", "manual", "completion"):
@@ -408,21 +417,23 @@ class Engine:
                 else:
                     prompt = raw_prompt(self.tokenizer, prompt, self.registry)
             out_label = (language or UNKNOWN) if mode != "automated" else None
+            route_as = _relabeller(relabel)
             # Experts the prompt needs (source code inside fences) and the output's language.
-            wanted = [lb for lb in dict.fromkeys(prompt.labels) if lb in self.registry]
-            if out_label in self.registry and out_label not in wanted:
-                wanted.append(out_label)
+            wanted = [lb for lb in dict.fromkeys(map(route_as, prompt.labels)) if lb in self.registry]
+            out_route = route_as(out_label) if out_label is not None else None
+            if out_route in self.registry and out_route not in wanted:
+                wanted.append(out_route)
             expert = None
             for lb in wanted:
                 used = self.ensure_expert(lb, install=install, pinned=wanted)
-                if lb == out_label:
+                if lb == out_route:
                     expert = used
             t_load = time.perf_counter()
-            if out_label is not None:
-                self._merge(out_label)
+            if out_route is not None:
+                self._merge(out_route)
             t_merge = time.perf_counter()
             result = self._decode(prompt, mode, out_label, max_new_tokens, list(stop or []), temperature,
-                                  cancel, seed)
+                                  cancel, seed, route_as)
             result.language = language if mode != "automated" else None
             result.expert = expert
             result.timings.update(load=(t_load - t0) * 1e3, merge=(t_merge - t_load) * 1e3,
@@ -438,7 +449,7 @@ class Engine:
     @torch.no_grad()
     def _decode(self, prompt: Prompt, mode: str, out_label: str | None, max_new_tokens: int,
                 stop: list[str], temperature: float, cancel: CancelToken | threading.Event | None,
-                seed: int | None) -> GenerationResult:
+                seed: int | None, route_as: Callable[[str], str] | None = None) -> GenerationResult:
         dev = self.device
         # Automated mode: the parser starts in the state the prompt leaves it (e.g. inside a fence).
         parser = _parser_after(self.tokenizer, prompt, self.registry) if mode == "automated" else None
@@ -450,11 +461,13 @@ class Engine:
         text = ""
         reason = "max_tokens"
         names: dict[str, str] = {}
+        route_as = route_as or _identity
 
         t0 = time.perf_counter()
         if _is_cancelled(cancel):
             return self._result("", mode, routes, labels, "cancelled", prompt, 0, {})
-        logits, past = self._forward(torch.tensor([prompt.ids], device=dev), prompt.labels, None)
+        logits, past = self._forward(torch.tensor([prompt.ids], device=dev), [route_as(lb) for lb in prompt.labels],
+                                     None)
         t_prefill = time.perf_counter()
         final_text: str | None = None
         for _ in range(max_new_tokens):
@@ -471,7 +484,7 @@ class Engine:
             label = parser.feed(piece) if parser is not None else out_label  # type: ignore[assignment]
             labels.append(label)
             if label not in names:
-                names[label] = self._route_name(label)
+                names[label] = self._route_name(route_as(label))
             routes.append(names[label])
             hit = _find_stop(text, piece, stop, prompt)
             if hit is not None:
@@ -484,7 +497,7 @@ class Engine:
                     break
             if len(ids_out) == max_new_tokens:
                 break
-            logits, past = self._forward(torch.tensor([[next_id]], device=dev), [label], past)
+            logits, past = self._forward(torch.tensor([[next_id]], device=dev), [route_as(label)], past)
         if final_text is None:
             text += decoder.flush()
             final_text = text
@@ -542,6 +555,21 @@ class Engine:
         prompt = translate_prompt(self.tokenizer, code, source or "", tgt, self.registry)
         return self.generate(prompt, mode="manual", language=tgt, max_new_tokens=max_new_tokens,
                              stop=prompt.stop, cancel=cancel, install=install)
+
+
+def _identity(label: str) -> str:
+    return label
+
+
+def _relabeller(relabel: Mapping[str, str] | None) -> Callable[[str], str]:
+    """The label a position is routed as (see ``Engine.generate``'s ``relabel``)."""
+    if not relabel:
+        return _identity
+    table = dict(relabel)
+    every = table.pop("*", None)
+    if every is not None:
+        return lambda label: table.get(label, every)
+    return lambda label: table.get(label, label)
 
 
 def _parser_after(tokenizer: Any, prompt: Prompt, registry: Registry) -> FenceParser:

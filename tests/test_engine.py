@@ -144,3 +144,28 @@ def test_document_language_resolution():
     assert resolve_document_language("typescriptreact") == "typescript"
     assert resolve_document_language("plaintext", "src/main.rs") == "rust"
     assert resolve_document_language(None, "notes.unknownext") is None
+
+
+def test_relabel_forces_another_expert(engine):
+    """Misassigned expert (paper RQ4): Python answered with the Rust expert, prompt and output."""
+    prompt = "Write it:\n```python\ndef f(x):\n"
+    right = engine.generate(prompt, mode="manual", language="python", max_new_tokens=6)
+    wrong = engine.generate(prompt, mode="manual", language="python", max_new_tokens=6,
+                            relabel={"python": "rust"})
+    assert set(right.routes) == {"python"} and right.expert == "python"
+    assert set(wrong.routes) == {"rust"} and wrong.expert == "rust"
+    assert set(wrong.labels) == {"python"}  # the parser's labels are kept
+    # Same routes as a generation on the Rust expert: the forced run equals manual Rust decoding of
+    # a prompt whose code positions take the Rust expert.
+    from mole_lsp.prompts import raw_prompt
+
+    p = raw_prompt(engine.tokenizer, prompt)
+    p.labels = ["rust" if lb == "python" else lb for lb in p.labels]
+    same = engine.generate(p, mode="manual", language="rust", max_new_tokens=6)
+    assert same.text == wrong.text
+
+
+def test_relabel_everything_to_nl(engine):
+    r = engine.generate("Code:\n```rust\nfn main() {\n", mode="automated", max_new_tokens=5, relabel={"*": "nl"})
+    assert set(r.routes) == {"nl"} and r.labels[0] == "rust"
+    assert "rust" not in engine.loaded_experts  # nothing routes to the Rust expert
