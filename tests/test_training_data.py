@@ -233,3 +233,16 @@ def test_config_presets_toml_sections_and_flags(tmp_path):
         load_config(["--config", str(f)])
     with pytest.raises(ValueError, match="method must be one of"):
         load_config(["--method", "moe"])
+
+
+def test_parquet_rows_read_like_jsonl(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    from training.data import iter_rows
+
+    rows = make_rows(2)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    assert list(iter_rows([str(tmp_path / "d.parquet")], BadRows())) == rows
+    with pytest.raises(FileNotFoundError, match="no data found"):
+        list(iter_rows([str(tmp_path / "missing.jsonl")], BadRows()))
