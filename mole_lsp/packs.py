@@ -167,12 +167,15 @@ def export_expert(mole: MoleModel, lang: str, out_dir: str | os.PathLike, base: 
 
 def export_packs(mole: MoleModel, repo_dir: str | os.PathLike, base: BaseIdentity | None = None,
                  languages: Iterable[str] | None = None, provenance: Mapping[str, Any] | None = None) -> Path:
-    """Write ``core/`` + ``experts/<lang>/`` for every (or the given) language, and ``index.json``."""
+    """Write ``core/`` + ``experts/<lang>/`` for every expert (or the given ones), and ``index.json``.
+
+    Every expert slot is exported by default, including the ``nl`` expert of ``nl_mode="expert"``.
+    """
     base = base or _identity_of(mole)
     repo = Path(repo_dir)
     core = export_core(mole, repo / CORE_DIR, base, provenance)
     core_sha = read_manifest(core)["files"][ADAPTERS]["sha256"]
-    for lang in languages if languages is not None else mole.languages:
+    for lang in languages if languages is not None else list(mole.slots):
         export_expert(mole, lang, repo / EXPERTS_DIR / lang, base, core_sha, provenance)
     write_index(repo)
     return repo
