@@ -12,10 +12,19 @@ Building blocks, usable from code:
 per prompt, the text generated after ``prompt.response_prefix`` (the model side lives in the server's
 engine and plugs in here).
 
-Command line (only the reference check runs without a model)::
+Model runs (:func:`run_setting`) generate with :mod:`mole_lsp.engine` through
+:mod:`training.eval_models` (one setting per row of the tables: No-FT = the base alone, a pack
+repository, or per-language pack folders), chunk by chunk, and write every sample with its execution
+verdict to ``generations.jsonl``; :mod:`training.eval_report` renders the paper's tables and heatmaps.
+
+Command line::
 
     python -m training.evaluate --check-reference --data ../shared/data/humaneval-x \
         [--languages cpp go ...] [--limit N] [--workers N] [--as-response synthesis]
+    python -m training.evaluate --data ../shared/data/humaneval-x --base-model quickstart \
+        --base-only --packs mole=DIR --packs alllang=DIR [--tasks synthesis,summarization,translation] \
+        [--pairs from:python,to:python] [--mode manual|automated] [--nl-only | --misassign] \
+        [--n-samples N --temperature T] [--limit N] --out OUT [--append]
 """
 
 from __future__ import annotations
