@@ -185,12 +185,38 @@ class MoleLinear(nn.Module):
         if not plan.groups:
             return y.view(*lead, self.out_features)
         xs = x2.index_select(0, plan.order)
+        if xs.dtype != self.adapter_dtype:
+            xs = xs.to(self.adapter_dtype)
+        xs = self.dropout(xs)
+        # torch.split (not repeated slicing): its backward is one concatenation, whereas every slice's
+        # backward would materialise a zero gradient of the whole batch.
+        nl_n = plan.groups[0].stop if plan.groups[0].route == ROUTE_NL else 0
         outs = []
-        for g in plan.groups:
-            d = self.delta(xs[g.start:g.stop], g.route)
-            outs.append(d if d is not None else xs.new_zeros(g.stop - g.start, self.out_features, dtype=self.adapter_dtype))
-        upd = torch.cat(outs).to(y.dtype)
+        if nl_n:
+            x_nl, x_code = torch.split(xs, [nl_n, xs.shape[0] - nl_n])
+            outs.append(self._lora(self.nl, x_nl))
+        else:
+            x_code = xs
+        if x_code.shape[0]:
+            outs.append(self._code_delta(x_code, plan.groups[1:] if nl_n else plan.groups))
+        upd = (torch.cat(outs) if len(outs) > 1 else outs[0]).to(y.dtype)
         return y.index_add(0, plan.order, upd).view(*lead, self.out_features)
+
+    def _lora(self, pair: LoraPair | None, x: torch.Tensor) -> torch.Tensor:
+        if pair is None:
+            return x.new_zeros(x.shape[0], self.out_features)
+        return F.linear(F.linear(x, pair.A * pair.scale), pair.B)
+
+    def _code_delta(self, x_code: torch.Tensor, groups: Sequence) -> torch.Tensor:
+        """Shared adapter over ALL code tokens in one product (they are contiguous after sorting), plus
+        each expert over its own slice: the small per-group products carry only rank r_expert."""
+        parts = torch.split(x_code, [g.stop - g.start for g in groups])
+        expert_outs = []
+        for g, xg in zip(groups, parts, strict=True):
+            lang = self.slots[g.route] if g.route >= 0 else None
+            expert_outs.append(self._lora(self.experts[lang] if lang in self.experts else None, xg))
+        experts = torch.cat(expert_outs) if len(expert_outs) > 1 else expert_outs[0]
+        return experts if self.shared is None else self._lora(self.shared, x_code) + experts
 
     def extra_repr(self) -> str:
         c = self.config
