@@ -4,7 +4,7 @@
     mole-lsp install-pack LANG... [--from DIR]  download (or copy from a folder) expert packs
     mole-lsp list-packs | remove-pack LANG...   what is installed and available
     mole-lsp doctor                             base model, cache, packs, threads, device
-    mole-lsp complete FILE --line N --col M     one completion at a position (0-based)
+    mole-lsp complete FILE --line N --col M     one completion at a position (1-based, as editors show)
     mole-lsp explain FILE --lines A-B           explain lines A..B (1-based, inclusive)
     mole-lsp translate FILE --to LANG           translate a file
 
@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("complete", "print the completion at a position of a file")
     sp.add_argument("file")
-    sp.add_argument("--line", type=int, required=True, help="0-based line")
-    sp.add_argument("--col", type=int, required=True, help="0-based column (characters)")
+    sp.add_argument("--line", type=int, required=True, help="line, 1-based (as editors show it)")
+    sp.add_argument("--col", type=int, required=True, help="column in characters, 1-based (1 = start of the line)")
     sp.add_argument("--max-new-tokens", type=int, default=64)
     sp.add_argument("--language", help="language of the file (default: from its extension)")
 
@@ -260,12 +260,14 @@ def _print_notes(result: Any) -> None:
 def cmd_complete(args: argparse.Namespace) -> int:
     text = _read(args.file)
     lines = text.splitlines(keepends=True)
-    if args.line < 0 or args.line > len(lines) or (args.line == len(lines) and args.col):
-        raise UserError(f"--line {args.line} is outside {args.file} (0-{max(len(lines) - 1, 0)})")
-    line = lines[args.line] if args.line < len(lines) else ""
-    if args.col < 0 or args.col > len(line.rstrip("\r\n")):
-        raise UserError(f"--col {args.col} is outside line {args.line} ({len(line.rstrip())} characters)")
-    offset = sum(len(x) for x in lines[: args.line]) + args.col
+    row, col = args.line - 1, args.col - 1  # editors count from 1
+    if row < 0 or row > len(lines) or (row == len(lines) and col):
+        raise UserError(f"--line {args.line} is outside {args.file} (1-{max(len(lines), 1)})")
+    line = lines[row] if row < len(lines) else ""
+    width = len(line.rstrip("\r\n"))
+    if col < 0 or col > width:
+        raise UserError(f"--col {args.col} is outside line {args.line} (1-{width + 1})")
+    offset = sum(len(x) for x in lines[:row]) + col
     language = _file_language(args, text)
     engine = _engine(args)
     result = engine.complete(text[:offset], text[offset:], language, max_new_tokens=args.max_new_tokens)

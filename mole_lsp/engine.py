@@ -47,6 +47,7 @@ from mole_lsp.prompts import (
     completion_prompt,
     completion_stop,
     explain_prompt,
+    heal_completion,
     raw_prompt,
     translate_prompt,
 )
@@ -201,6 +202,8 @@ class Engine:
         self.mole: Any = None  # MoleModel once a core pack is loaded
         self._core_done = False
         self._loaded: OrderedDict[str, None] = OrderedDict()  # LRU of loaded experts
+        self._texts: list[str] | None = None  # vocabulary as text, for token healing
+        self._heal_cache: dict[str, torch.Tensor] = {}
         self._merged: str | None = None
         self._said: set[str] = set()
         self._notes: list[str] = []
@@ -442,6 +445,27 @@ class Engine:
             result.base_only = self.mole is None
             return result
 
+    def _token_texts(self) -> list[str]:
+        """Text of every vocabulary id (decoded once, for token healing)."""
+        if self._texts is None:
+            self._texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
+                                                      clean_up_tokenization_spaces=False)
+        return self._texts
+
+    def _constrain(self, logits: torch.Tensor, pending: str) -> torch.Tensor:
+        """Keep only tokens that write the next part of ``pending`` (or all of it and more)."""
+        key = pending
+        allowed = self._heal_cache.get(key)
+        if allowed is None:
+            ids = [i for i, t in enumerate(self._token_texts()) if t and (t.startswith(pending) or pending.startswith(t))]
+            allowed = self._heal_cache[key] = torch.tensor(ids, dtype=torch.long)
+        if not len(allowed):
+            return logits
+        masked = torch.full_like(logits, float("-inf"))
+        idx = allowed.to(logits.device)
+        masked[..., idx] = logits[..., idx]
+        return masked
+
     def _encode_raw(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -470,11 +494,17 @@ class Engine:
                                      None)
         t_prefill = time.perf_counter()
         final_text: str | None = None
+        pending = prompt.heal  # indentation the model must write first (token healing)
         for _ in range(max_new_tokens):
             if _is_cancelled(cancel):
                 reason = "cancelled"
                 break
+            if pending:
+                logits = self._constrain(logits, pending)
             next_id = self._pick(logits, temperature, gen)
+            if pending:
+                piece_text = self._token_texts()[next_id]
+                pending = pending[len(piece_text):] if pending.startswith(piece_text) else ""
             if next_id in self.eos_ids:
                 reason = "eos"
                 break
@@ -529,9 +559,11 @@ class Engine:
         """Text to insert at the cursor of a source file (FIM when the base has FIM tokens)."""
         label = language if language in self.registry else UNKNOWN
         prompt = completion_prompt(self.tokenizer, prefix, suffix, label, context_tokens, self.fim)
-        return self.generate(prompt, mode="completion", language=language if label != UNKNOWN else None,
-                             max_new_tokens=max_new_tokens, temperature=temperature, cancel=cancel,
-                             install=install)
+        result = self.generate(prompt, mode="completion", language=language if label != UNKNOWN else None,
+                               max_new_tokens=max_new_tokens, temperature=temperature, cancel=cancel,
+                               install=install)
+        result.text = heal_completion(result.text, prompt)
+        return result
 
     def explain(self, code: str, language: str | None, *, max_new_tokens: int = 256,
                 cancel: CancelToken | threading.Event | None = None, install: bool | None = None

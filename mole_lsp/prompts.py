@@ -41,7 +41,8 @@ class Prompt:
     stop: list[str] = field(default_factory=list)  # generation ends before any of these strings
     suffix: str = ""  # completion: text after the cursor (never echoed)
     indent: str = ""  # completion: indentation of the cursor's line (end-of-block rule)
-    line_prefix: str = ""  # completion: text of the cursor's line before the cursor
+    line_prefix: str = ""  # completion: text of the cursor's line before the cursor (minus ``heal``)
+    heal: str = ""  # completion: trailing indentation left out of the prompt, see completion_prompt
     prefilled: str = ""  # assistant text already in the prompt (e.g. the opening fence of a translation)
     text: str | None = None  # the prompt as text, when it was built from text (fence state at its end)
 
@@ -107,6 +108,12 @@ def completion_prompt(
     Every prompt position is code of ``language`` (no fences inside a source file).
     """
     line, indent = _line_info(prefix)
+    # A cursor on an auto-indented empty line: BPE vocabularies merge indentation with the next word
+    # (" return"), so a prompt ending in bare spaces pushes the model to odd tokens. Leave that
+    # indentation out, let the model write it, and strip it again (see heal_completion).
+    heal = line if line and not line.strip(" \t") else ""
+    if heal:
+        prefix, line = prefix[: len(prefix) - len(heal)], ""
     bos_ids = _bos_ids(tokenizer) if bos else []
     room = max(1, budget - len(bos_ids))
     if fim is not None:
@@ -122,7 +129,17 @@ def completion_prompt(
     if not ids:  # an empty document without BOS: give the model something to start from
         ids = _encode(tokenizer, "\n")
     return Prompt(ids=ids, labels=[language] * len(ids), kind=kind, suffix=suffix, indent=indent,
-                  line_prefix=line)
+                  line_prefix=line, heal=heal)
+
+
+def heal_completion(text: str, prompt: Prompt) -> str:
+    """Drop the indentation the prompt left out (``Prompt.heal``) from the start of a completion."""
+    if not prompt.heal:
+        return text
+    k = 0
+    while k < min(len(text), len(prompt.heal)) and text[k] == prompt.heal[k]:
+        k += 1
+    return text[k:]
 
 
 # -- completion stop rules ----------------------------------------------------------------------------
@@ -152,8 +169,10 @@ def completion_stop(generated: str, prompt: Prompt, final: bool = False) -> tupl
     lines = generated.split("\n")
     complete = lines if final else lines[:-1]
     suffix_line = _first_code_line(prompt.suffix)
-    # The cursor's line counts as the first line: its indentation is the block's.
-    base = _indent_of(prompt.line_prefix) if prompt.line_prefix.strip() else None
+    # The cursor's line counts as the first line: its indentation is the block's (also when the line
+    # holds only that indentation, as when an editor auto-indents a new line).
+    cursor_line = prompt.line_prefix + prompt.heal
+    base = _indent_of(cursor_line) if cursor_line else None
     kept: list[str] = []
     seen_code = bool(prompt.line_prefix.strip())
     for i, ln in enumerate(complete):

@@ -20,7 +20,7 @@ def test_complete_explain_translate_from_a_pack_folder(common, tiny_world, tmp_p
     src = tmp_path / "fib.py"
     src.write_text("def fib(n):\n    \n")
     packs = ["--pack-repo", str(tiny_world.packs_dir)]
-    assert main([*common, *packs, "complete", str(src), "--line", "1", "--col", "4", "--max-new-tokens", "4"]) == 0
+    assert main([*common, *packs, "complete", str(src), "--line", "2", "--col", "5", "--max-new-tokens", "4"]) == 0
     assert main([*common, *packs, "explain", str(src), "--lines", "1-2", "--max-new-tokens", "4"]) == 0
     assert main([*common, *packs, "translate", str(src), "--to", "rust", "--max-new-tokens", "4"]) == 0
     err = capsys.readouterr().err
@@ -30,7 +30,7 @@ def test_complete_explain_translate_from_a_pack_folder(common, tiny_world, tmp_p
 def test_base_only_is_said(common, tmp_path, capsys):
     src = tmp_path / "a.py"
     src.write_text("x = 1\n")
-    assert main([*common, "--offline", "complete", str(src), "--line", "1", "--col", "0",
+    assert main([*common, "--offline", "complete", str(src), "--line", "2", "--col", "1",
                  "--max-new-tokens", "2"]) == 0
     assert "base model only" in capsys.readouterr().err
 
@@ -53,7 +53,7 @@ def test_install_list_remove_from_folder(common, tiny_world, capsys):  # noqa: F
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["complete", "missing.py", "--line", "0", "--col", "0"], "no such file"),
+    (["complete", "missing.py", "--line", "1", "--col", "1"], "no such file"),
     (["translate", "x.py", "--to", "klingon"], "unknown target language"),
     (["install-pack", "cobol"], "unknown language"),
     (["install-pack", "rust"], "offline"),
@@ -63,3 +63,13 @@ def test_user_errors_are_one_line(common, argv, needle, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("mole-lsp: error:") and needle in err.lower() and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("line,col,needle", [("0", "1", "--line 0 is outside"), ("9", "1", "--line 9 is outside"),
+                                             ("1", "99", "--col 99 is outside line 1 (1-")])
+def test_positions_are_one_based_and_checked(common, tmp_path, line, col, needle, capsys):
+    src = tmp_path / "a.py"
+    src.write_text("x = 1\n")
+    assert main([*common, "complete", str(src), "--line", line, "--col", col]) == 2
+    assert needle in capsys.readouterr().err
+

@@ -9,6 +9,7 @@ from lsp_fixtures import load_tiny_base, tiny_world  # noqa: F401
 
 from mole_lsp.detok import token_labels
 from mole_lsp.engine import CancelToken, Engine, FolderPacks, resolve_document_language
+from mole_lsp.prompts import completion_prompt
 
 
 @pytest.fixture
@@ -169,3 +170,16 @@ def test_relabel_everything_to_nl(engine):
     r = engine.generate("Code:\n```rust\nfn main() {\n", mode="automated", max_new_tokens=5, relabel={"*": "nl"})
     assert set(r.routes) == {"nl"} and r.labels[0] == "rust"
     assert "rust" not in engine.loaded_experts  # nothing routes to the Rust expert
+
+
+def test_completion_on_an_indented_empty_line_heals_the_indentation(engine):
+    """The prompt leaves the auto-indent out; the first tokens are constrained to write it back."""
+    r = engine.complete("def f(x):\n    ", "", "python", max_new_tokens=6)
+    p = completion_prompt(engine.tokenizer, "def f(x):\n    ", "", "python")
+    assert p.heal == "    "
+    texts = engine._token_texts()
+    assert all(t.startswith("    ") or "    ".startswith(t) for t in [texts[i] for i in engine._constrain(
+        torch.zeros(1, len(texts)), "    ").isfinite().nonzero()[:, 1].tolist()])
+    raw = engine.generate(p, mode="completion", language="python", max_new_tokens=6)
+    assert raw.text.startswith("    ") or (raw.stop_reason != "max_tokens" and "    ".startswith(raw.text))
+    assert r.text == raw.text[4:]  # complete() strips the indentation the model wrote

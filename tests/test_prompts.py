@@ -13,6 +13,7 @@ from mole_lsp.prompts import (
     completion_prompt,
     completion_stop,
     explain_prompt,
+    heal_completion,
     translate_prompt,
 )
 
@@ -37,7 +38,8 @@ def test_prefix_only_without_fim_tokens(tok):
     p = completion_prompt(tok, "def fib(n):\n    ", "\nprint(fib(3))\n", "python", budget=256)
     assert p.kind == "prefix"
     # This tokenizer adds no BOS of its own, so none is added (chat models may name a chat token BOS).
-    assert tok.decode(p.ids) == "def fib(n):\n    "
+    # the auto-indent of the cursor's line is left out and written by the model (token healing)
+    assert tok.decode(p.ids) == "def fib(n):\n" and p.heal == "    "
     assert set(p.labels) == {"python"} and len(p.labels) == len(p.ids)
 
 
@@ -48,7 +50,7 @@ def test_fim_layout_with_fim_tokens(tok):
     pre, suf, mid = (_ids(tok, t) for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
     assert ids[0] == pre and ids[-1] == mid
     i = ids.index(suf)
-    assert tok.decode(ids[1:i]) == "def f():\n    "
+    assert tok.decode(ids[1:i]) == "def f():\n" and p.heal == "    "
     assert tok.decode(ids[i + 1 : -1]) == "\nreturn 1\n"
 
 
@@ -121,3 +123,13 @@ def test_translate_prompt_opens_target_fence(tok):
 def test_code_with_backticks_gets_a_longer_fence(tok):
     p = explain_prompt(tok, "s = '```'\n", "python")
     assert "````python\n" in p.text and p.labels[-1] == NL
+
+
+def test_heal_completion_strips_the_indentation_the_model_wrote(tok):
+    p = completion_prompt(tok, "if x:\n        ", "", "python", budget=64)
+    assert heal_completion("        return 1", p) == "return 1"
+    assert heal_completion("    y", p) == "y"  # wrote less than the cursor's indentation
+    assert heal_completion("\nfoo", p) == "\nfoo"
+    q = completion_prompt(tok, "x = ", "", "python", budget=64)
+    assert q.heal == "" and heal_completion(" 1", q) == " 1"
+
