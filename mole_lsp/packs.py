@@ -205,19 +205,32 @@ def write_index(repo_dir: str | os.PathLike) -> Path:
 
 
 # -- reading and verifying --------------------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A pack file (manifest or index) of this format version, or PackError saying why not."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackError(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise PackError(f"{path}: not a {FORMAT} {what}")
+    if d.get("format_version") != FORMAT_VERSION:
+        raise PackError(f"{path}: pack format version {d.get('format_version')!r} is not supported "
+                        f"(this mole-lsp reads version {FORMAT_VERSION}); update mole-lsp or re-export the pack")
+    return d
+
+
+def read_index(path: str | os.PathLike) -> dict[str, Any]:
+    """``index.json`` of a pack repository (see :func:`write_index`)."""
+    index = _read_json(Path(path), "pack index")
+    index.setdefault("experts", {})
+    return index
+
+
 def read_manifest(pack_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(pack_dir) / MANIFEST
     if not path.exists():
         raise PackError(f"{pack_dir}: not a pack (no {MANIFEST})")
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f"{path}: unreadable manifest ({e})") from e
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise PackError(f"{path}: not a {FORMAT} manifest")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise PackError(f"{path}: pack format version {m.get('format_version')!r} is not supported "
-                        f"(this mole-lsp reads version {FORMAT_VERSION}); update mole-lsp or re-export the pack")
+    m = _read_json(path, "manifest")
     for key in ("kind", "base", "layout", "modules", "files"):
         if key not in m:
             raise PackError(f"{path}: manifest lacks {key!r}")

@@ -29,7 +29,6 @@ damaged cached pack is deleted and downloaded again once.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -47,12 +46,11 @@ from mole_lsp import paths
 from mole_lsp.packs import (
     CORE_DIR,
     EXPERTS_DIR,
-    FORMAT,
-    FORMAT_VERSION,
     INDEX,
     BaseIdentity,
     PackError,
     core_sha256,
+    read_index,
     verify_pack,
 )
 
@@ -385,16 +383,9 @@ class PackStore:
     @staticmethod
     def _read_index(path: Path) -> dict[str, Any]:
         try:
-            index = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"unreadable pack index {path}: {e}") from e
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
-            raise StoreError(f"{path} is not a {FORMAT} index")
-        if index.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{path}: pack index format version {index.get('format_version')!r} is not supported "
-                             f"(this mole-lsp reads version {FORMAT_VERSION}); update mole-lsp")
-        index.setdefault("experts", {})
-        return index
+            return read_index(path)
+        except PackError as e:
+            raise StoreError(str(e)) from e
 
     def resolved_revision(self) -> str | None:
         """The commit sha (or ``local-<sha12>``) this store's packs come from; None when unknown (offline,
