@@ -74,23 +74,6 @@ LLAMA_FAMILY = frozenset(
 )
 FFN_MODULES = ("gate_proj", "up_proj", "down_proj")
 
-# Files fetched from a Hub repo: everything a safetensors checkpoint needs, never pickles.
-HUB_PATTERNS = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-    "LICENSE*",
-]
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -102,6 +85,15 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
+# Files fetched from a Hub repo: everything a safetensors checkpoint needs, never pickles.
+HUB_PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    *TOKENIZER_FILES,
+    "LICENSE*",
+]
 META_FILE = "mole-model.json"
 IDENTITY_FILE = ".mole-weights-sha256.json"
 IDENTITY_SCHEME = "state-dict-sha256-v1"
