@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from mole_lsp.layer import LoraPair, MoleLinear
 
@@ -120,6 +119,5 @@ def original_weight(layer: MoleLinear) -> torch.Tensor:
 
 
 def _pairs(layer: MoleLinear) -> list[LoraPair]:
-    pairs: list[LoraPair] = [p for p in (layer.shared, layer.nl) if p is not None]
-    pairs.extend(p for p in layer.experts.values() if isinstance(p, nn.Module))
-    return pairs  # type: ignore[return-value]
+    pairs = [p for p in (layer.shared, layer.nl) if p is not None]
+    return pairs + list(layer.experts.values())

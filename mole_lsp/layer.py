@@ -125,15 +125,6 @@ class MoleLinear(nn.Module):
             return parts[0].A * parts[0].scale, parts[0].B
         return torch.cat([p.A * p.scale for p in parts]), torch.cat([p.B for p in parts], dim=1)
 
-    def delta(self, x: torch.Tensor, route: int) -> torch.Tensor | None:
-        """Adapter output for tokens ``x`` (n x in) that all take ``route``."""
-        f = self.factors(route)
-        if f is None:
-            return None
-        a, b = f
-        h = F.linear(self.dropout(x.to(a.dtype)), a)
-        return F.linear(h, b)
-
     # -- merged fast path ------------------------------------------------------------------------------
     @torch.no_grad()
     def merge(self, route: int) -> None:
@@ -159,10 +150,6 @@ class MoleLinear(nn.Module):
         self._merged = None
         if free:
             self._merged_buf = None
-
-    @property
-    def merged_route(self) -> int | None:
-        return None if self._merged is None else self._merged[0]
 
     # -- forward -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,6 @@ class MoleModel(nn.Module):
         self.slots[:] = remaining
         for layer in self.layers.values():
             layer.remove_expert(lang)
-            layer._cache.clear()
 
     # -- routing -----------------------------------------------------------------------------------------
     def route_for(self, label: str) -> int:
