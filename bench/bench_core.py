@@ -29,11 +29,11 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from mole_lsp.config import MoleConfig  # noqa: E402
-from mole_lsp.model import attach_mole  # noqa: E402
-from mole_lsp.packs import BaseIdentity, export_packs, pack_size_mb  # noqa: E402
-from mole_lsp.reference import reference_mode  # noqa: E402
-from mole_lsp.registry import PAPER_LANGUAGES  # noqa: E402
+from mole_lsp.core.config import MoleConfig  # noqa: E402
+from mole_lsp.core.model import attach_mole  # noqa: E402
+from mole_lsp.core.reference import reference_mode  # noqa: E402
+from mole_lsp.lang.registry import PAPER_LANGUAGES  # noqa: E402
+from mole_lsp.packs.format import BaseIdentity, export_packs, pack_size_mb  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

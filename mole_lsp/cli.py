@@ -33,8 +33,8 @@ class UserError(Exception):
 
 # -- argument parsing ---------------------------------------------------------------------------------------
 def _device(text: str) -> str:
-    """--device: the values the editor setting accepts (mole_lsp.settings validates both)."""
-    from mole_lsp.settings import validate
+    """--device: the values the editor setting accepts (mole_lsp.server.settings validates both)."""
+    from mole_lsp.server.settings import validate
 
     value, problem = validate("device", text)
     if problem is not None:
@@ -198,7 +198,7 @@ def _progress_bar() -> Any:
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    from mole_lsp.engine import Engine
+    from mole_lsp.engine.engine import Engine
 
     return Engine.from_spec(args.base_model, cache_dir=args.cache_dir, pack_repo=args.pack_repo,
                             revision=args.revision, offline=args.offline, device=args.device or "auto",
@@ -207,9 +207,9 @@ def _engine(args: argparse.Namespace) -> Any:
 
 def _store(args: argparse.Namespace) -> Any:
     """The pack store of the configured base (resolving the base model, not loading it)."""
-    from mole_lsp.base_model import resolve_base_model
+    from mole_lsp.engine.base_model import resolve_base_model
+    from mole_lsp.packs.store import PackStore, default_pack_repo
     from mole_lsp.paths import hub_endpoint
-    from mole_lsp.store import PackStore, default_pack_repo
 
     info = resolve_base_model(args.base_model, cache_dir=args.cache_dir, offline=args.offline or None,
                               progress=lambda m: print(m, file=sys.stderr))
@@ -226,10 +226,10 @@ def _read(path: str) -> str:
 
 
 def _file_language(args: argparse.Namespace, text: str) -> str | None:
-    from mole_lsp.engine import resolve_document_language
+    from mole_lsp.engine.engine import resolve_document_language
 
     if args.language:
-        from mole_lsp.registry import load_registry
+        from mole_lsp.lang.registry import load_registry
 
         lang = load_registry().resolve(args.language)
         if lang is None:
@@ -287,7 +287,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from mole_lsp.registry import load_registry
+    from mole_lsp.lang.registry import load_registry
 
     target = load_registry().resolve(args.target)
     if target is None:
@@ -302,7 +302,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 # -- packs --------------------------------------------------------------------------------------------------
 def _resolve_languages(names: list[str]) -> list[str]:
-    from mole_lsp.registry import load_registry
+    from mole_lsp.lang.registry import load_registry
 
     reg = load_registry()
     out = []
@@ -360,7 +360,7 @@ def cmd_list_packs(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import torch
 
-    from mole_lsp.engine import configure_threads, pick_device
+    from mole_lsp.engine.engine import configure_threads, pick_device
     from mole_lsp.paths import cache_dir
 
     ok = True
@@ -382,7 +382,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             raise
         row("base model", _one_line(e), good=False)
         return 1
-    from mole_lsp.base_model import resolve_base_model
+    from mole_lsp.engine.base_model import resolve_base_model
 
     info = resolve_base_model(args.base_model, cache_dir=args.cache_dir, offline=args.offline or None)
     row("base model", f"{info.name} ({info.source}) {info.path}")

@@ -1,5 +1,5 @@
 """Tiny real components for engine and server tests: a random Llama with a small BPE tokenizer saved
-as a local model folder, and tiny packs (core + a few experts) exported with mole_lsp.packs.
+as a local model folder, and tiny packs (core + a few experts) exported with mole_lsp.packs.format.
 
 Everything is built once per test session (a few seconds on 2 cores) under a session temp folder.
 """
@@ -60,9 +60,9 @@ def build_tiny_world(root: Path, seed: int = 0) -> TinyWorld:
     """Save the tiny base and export its packs below ``root`` (idempotent per folder)."""
     from conftest import make_tiny_llama
 
-    from mole_lsp.config import MoleConfig
-    from mole_lsp.model import attach_mole
-    from mole_lsp.packs import BaseIdentity, export_packs, fingerprint_model
+    from mole_lsp.core.config import MoleConfig
+    from mole_lsp.core.model import attach_mole
+    from mole_lsp.packs.format import BaseIdentity, export_packs, fingerprint_model
 
     base_dir, packs_dir = root / "tiny-base", root / "tiny-packs"
     tok = make_tokenizer()

@@ -17,8 +17,8 @@ import torch
 from conftest import SMOLLM2, make_tiny_llama
 from hub_server import LocalHub
 
-from mole_lsp import base_model as bm
-from mole_lsp.base_model import (
+from mole_lsp.engine import base_model as bm
+from mole_lsp.engine.base_model import (
     FIM_PRESETS,
     BaseModelError,
     BaseModelInfo,
@@ -26,7 +26,7 @@ from mole_lsp.base_model import (
     resolve_base_model,
     weights_identity,
 )
-from mole_lsp.packs import fingerprint_model
+from mole_lsp.packs.format import fingerprint_model
 
 local_hub = hub_server.local_hub
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from training import corpus_docs as docs
-from training.corpus import Options, build_corpus, main, split_of
-from training.corpus_extract import extract
-from training.corpus_samples import HOLE, fim
-from training.corpus_sources import strip_licence_header
+from training.corpus import docs as docs
+from training.corpus.build import Options, build_corpus, main, split_of
+from training.corpus.extract import extract
+from training.corpus.samples import HOLE, fim
+from training.corpus.sources import strip_licence_header
 
 GRAMMARS = {"java": "tree_sitter_java", "go": "tree_sitter_go", "rust": "tree_sitter_rust",
             "javascript": "tree_sitter_javascript", "typescript": "tree_sitter_typescript",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mole_lsp.detect import detect_language, score_languages
-from mole_lsp.registry import PAPER_LANGUAGES, RegistryError, load_registry
+from mole_lsp.lang.detect import detect_language, score_languages
+from mole_lsp.lang.registry import PAPER_LANGUAGES, RegistryError, load_registry
 
 SNIPPETS: dict[str, list[str]] = {
     "python": [

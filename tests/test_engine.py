@@ -7,9 +7,9 @@ import pytest
 import torch
 from lsp_fixtures import load_tiny_base, tiny_world  # noqa: F401
 
-from mole_lsp.detok import token_labels
-from mole_lsp.engine import CancelToken, Engine, FolderPacks, resolve_document_language
-from mole_lsp.prompts import completion_prompt
+from mole_lsp.engine.engine import CancelToken, Engine, FolderPacks, resolve_document_language
+from mole_lsp.engine.prompts import completion_prompt
+from mole_lsp.lang.detok import token_labels
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_relabel_forces_another_expert(engine):
     assert set(wrong.labels) == {"python"}  # the parser's labels are kept
     # Same routes as a generation on the Rust expert: the forced run equals manual Rust decoding of
     # a prompt whose code positions take the Rust expert.
-    from mole_lsp.prompts import raw_prompt
+    from mole_lsp.engine.prompts import raw_prompt
 
     p = raw_prompt(engine.tokenizer, prompt)
     p.labels = ["rust" if lb == "python" else lb for lb in p.labels]

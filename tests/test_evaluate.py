@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from lsp_fixtures import tiny_world  # noqa: F401
 
-from training.execution import available_toolchains
-from training.passk import pass_at_k
+from training.eval.execution import available_toolchains
+from training.eval.passk import pass_at_k
 
 TOOLCHAINS = available_toolchains()
 
@@ -95,7 +95,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
-    from training.evaluate import main
+    from training.eval.cli import main
 
     needs("python", "javascript")
     data = write_data(tmp_path / "hx")
@@ -150,12 +150,12 @@ def test_automated_mode_and_sampling(tmp_path: Path, tiny_world) -> None:  # noq
     """Automated mode through the engine seam, and n samples per problem with pass@k aggregation."""
     import copy
 
-    from mole_lsp.engine import Engine, FolderPacks
-    from training.eval_models import EngineGenerate, GenOptions, parse_packs
-    from training.eval_report import aggregate
-    from training.evaluate import RunPlan, run_setting
-    from training.execution import Executor, Limits
-    from training.humaneval import load_problems
+    from mole_lsp.engine.engine import Engine, FolderPacks
+    from training.eval.cli import RunPlan, run_setting
+    from training.eval.execution import Executor, Limits
+    from training.eval.humaneval import load_problems
+    from training.eval.models import EngineGenerate, GenOptions, parse_packs
+    from training.eval.report import aggregate
 
     needs("python")
     from lsp_fixtures import load_tiny_base
@@ -191,7 +191,7 @@ def _row(model: str, task: str, task_id: str, lang: str, passed: bool, *, source
 
 
 def test_pass_at_k_aggregation() -> None:
-    from training.eval_report import aggregate, available_ks
+    from training.eval.report import aggregate, available_ks
 
     # Problem 0: 2 of 3 samples pass; problem 1: none of 3; JavaScript/0: all 3.
     rows = ([_row("m", "synthesis", "Python/0", "python", p) for p in (True, False, True)]
@@ -211,7 +211,7 @@ def test_pass_at_k_aggregation() -> None:
 
 
 def test_report_rendering_from_handmade_rows(tmp_path: Path) -> None:
-    from training.eval_report import (
+    from training.eval.report import (
         language_table,
         misassign_matrix,
         summary_table,
@@ -268,7 +268,7 @@ def test_report_rendering_from_handmade_rows(tmp_path: Path) -> None:
 
 
 def test_parse_pairs() -> None:
-    from training.evaluate import parse_pairs
+    from training.eval.cli import parse_pairs
 
     six = ["cpp", "go", "java", "javascript", "python", "rust"]
     assert len(parse_pairs(None, six)) == 30
@@ -282,7 +282,7 @@ def test_parse_pairs() -> None:
 
 
 def test_parse_packs_layouts(tmp_path: Path) -> None:
-    from training.eval_models import parse_packs
+    from training.eval.models import parse_packs
 
     (tmp_path / "mole" / "core").mkdir(parents=True)
     assert parse_packs(f"mole={tmp_path / 'mole'}").kind == "packs"

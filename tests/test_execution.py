@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from training import execution
-from training.execution import Executor, Limits, Status, available_toolchains, sandbox_info
+from training.eval import execution
+from training.eval.execution import Executor, Limits, Status, available_toolchains, sandbox_info
 
 TOOLCHAINS = available_toolchains()
 

@@ -1,4 +1,4 @@
-"""Fence parser (DESIGN §3) and the token/label bridge in mole_lsp.detok."""
+"""Fence parser (DESIGN §3) and the token/label bridge in mole_lsp.lang.detok."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mole_lsp.detok import IncrementalDecoder, token_labels
-from mole_lsp.fence import NL, UNKNOWN, FenceParser, label_chars, label_offsets
-from mole_lsp.registry import load_registry
+from mole_lsp.lang.detok import IncrementalDecoder, token_labels
+from mole_lsp.lang.fence import NL, UNKNOWN, FenceParser, label_chars, label_offsets
+from mole_lsp.lang.registry import load_registry
 
 REG = load_registry()
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

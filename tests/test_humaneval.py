@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from training.execution import Executor, Limits, Status, available_toolchains
-from training.humaneval import (
+from training.eval.execution import Executor, Limits, Status, available_toolchains
+from training.eval.humaneval import (
     Problem,
     build_program,
     clean_summary,
@@ -542,7 +542,7 @@ def test_problem_from_record_minimal() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation building blocks (training.evaluate) with stand-in generators
+# Evaluation building blocks (training.eval.cli) with stand-in generators
 
 
 def _oracle(prompts):
@@ -559,7 +559,7 @@ def _oracle(prompts):
 
 
 def test_evaluate_tasks_with_an_oracle(problems: dict[str, list[Problem]], executor: Executor) -> None:
-    from training.evaluate import (
+    from training.eval.cli import (
         evaluate_code_task,
         evaluate_summarization,
         pass_rates,
@@ -587,7 +587,7 @@ def test_evaluate_tasks_with_an_oracle(problems: dict[str, list[Problem]], execu
 
 
 def test_check_reference_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.evaluate import main
+    from training.eval.cli import main
 
     needs("python")
     root = write_humaneval_x(tmp_path / "hx")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.init import top_components
-from mole_lsp.model import attach_mole
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.init import top_components
+from mole_lsp.core.model import attach_mole
 
 LANGS = ("python", "rust", "cpp", "go")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.model import attach_mole
-from mole_lsp.reference import reference_forward, reference_mode
-from mole_lsp.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, make_plan
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.model import attach_mole
+from mole_lsp.core.reference import reference_forward, reference_mode
+from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, make_plan
 
 LANGS = ("python", "rust", "cpp", "go", "java", "javascript", "csharp", "c")
 

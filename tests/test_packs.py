@@ -10,9 +10,9 @@ import torch
 from conftest import make_tiny_llama
 from test_layer import perturb
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.model import attach_mole
-from mole_lsp.packs import (
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.model import attach_mole
+from mole_lsp.packs.format import (
     ADAPTERS,
     MANIFEST,
     BaseIdentity,

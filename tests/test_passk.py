@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from training.passk import mean_pass_at_k, pass_at_k, pass_at_k_table
+from training.eval.passk import mean_pass_at_k, pass_at_k, pass_at_k_table
 
 
 def brute_force(n: int, c: int, k: int) -> Fraction:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import pytest
 from lsp_fixtures import make_tokenizer
 
-from mole_lsp.fence import NL
-from mole_lsp.prompts import (
+from mole_lsp.engine.prompts import (
     Prompt,
     completion_prompt,
     completion_stop,
@@ -16,6 +15,7 @@ from mole_lsp.prompts import (
     heal_completion,
     translate_prompt,
 )
+from mole_lsp.lang.fence import NL
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mole_lsp.registry import (
+from mole_lsp.lang.registry import (
     PAPER_LANGUAGES,
     Language,
     Registry,

@@ -21,7 +21,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp.client import make_test_lsp_client
 
-from mole_lsp import protocol
+from mole_lsp.server import protocol
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

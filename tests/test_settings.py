@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mole_lsp.engine import pick_device
-from mole_lsp.protocol import SETTINGS
-from mole_lsp.settings import PATTERNS, Settings, unwrap, validate
+from mole_lsp.engine.engine import pick_device
+from mole_lsp.server.protocol import SETTINGS
+from mole_lsp.server.settings import PATTERNS, Settings, unwrap, validate
 
 
 def test_defaults_come_from_the_protocol_table():
@@ -71,7 +71,7 @@ def test_device_rejects_other_values(raw):
 
 
 def test_device_pattern_is_the_protocol_one():
-    from mole_lsp.protocol import DEVICE_PATTERN
+    from mole_lsp.server.protocol import DEVICE_PATTERN
 
     assert PATTERNS["device"][0].pattern == DEVICE_PATTERN
     assert "cuda:N" in SETTINGS["device"][2]

@@ -14,9 +14,9 @@ from conftest import make_tiny_llama
 from hub_server import LocalHub
 from test_layer import perturb
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.model import attach_mole
-from mole_lsp.packs import (
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.model import attach_mole
+from mole_lsp.packs.format import (
     ADAPTERS,
     MANIFEST,
     BaseIdentity,
@@ -28,7 +28,7 @@ from mole_lsp.packs import (
     sha256_file,
     write_index,
 )
-from mole_lsp.store import (
+from mole_lsp.packs.store import (
     InstalledPack,
     OfflineError,
     PackStore,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from mole_lsp.detok import token_labels
-from mole_lsp.registry import load_registry
+from mole_lsp.lang.detok import token_labels
+from mole_lsp.lang.registry import load_registry
 from training.config import TrainConfig
 from training.data import (
     BadRows,

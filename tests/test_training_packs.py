@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from test_training_data import make_rows, tiny_base_dir, write_jsonl
 from test_training_engine import quiet, tiny_cfg
 
-from mole_lsp.base_model import load_base_model, resolve_base_model
-from mole_lsp.packs import load_packs, sha256_file, write_index
-from mole_lsp.store import PackStore
+from mole_lsp.engine.base_model import load_base_model, resolve_base_model
+from mole_lsp.packs.format import load_packs, sha256_file, write_index
+from mole_lsp.packs.store import PackStore
 from training.data import collate
 from training.finetune import push_to_hub, run
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from mole_lsp.registry import PAPER_LANGUAGES
+from mole_lsp.lang.registry import PAPER_LANGUAGES
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -36,7 +36,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argpa
 @dataclass
 class TrainConfig:
     # -- base model --------------------------------------------------------------------------------------
-    base: str = _f("quickstart", "Base model: 'quickstart', a Hub repo id or a local folder (mole_lsp.base_model).")
+    base: str = _f("quickstart", "Base model: 'quickstart', a Hub repo id or a local folder (mole_lsp.engine.base_model).")
     base_cache_dir: str | None = _f(None, "Cache folder for downloaded/converted base models.")
     offline: bool = _f(False, "Never contact the Hub (cached files only).")
     base_dtype: str = _f("float32", "dtype of the frozen base weights (float32 | bfloat16).")

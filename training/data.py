@@ -7,7 +7,7 @@ output, which adds ``language``/``kind``/``source``/``split``). Sources:
 - ``hub:OWNER/NAME`` -- a Hub dataset whose parquet files are fetched with huggingface_hub (the
   ``datasets`` package is not needed).
 
-Classification uses the project's one fence parser (:mod:`mole_lsp.fence`) over question and answer, so
+Classification uses the project's one fence parser (:mod:`mole_lsp.lang.fence`) over question and answer, so
 fence aliases resolve through the registry: ```c++ is C++, ```c# is C#, ```js is JavaScript (the authors'
 regex sent the first two to C and dropped the last kind). A sample's *main language* is the language with
 the most characters inside its code blocks; samples are kept when that language is one of the configured
@@ -16,10 +16,10 @@ counted as a bad row by reason and skipped, never fatal.
 
 Prompt format: the base's chat template when it has one (user = question, assistant = answer), else the
 plain format ``### Instruction\\n{question}\\n\\n### Response\\n{answer}{eos}`` (the layout
-:mod:`mole_lsp.prompts` sends at inference; no BOS, as the server encodes without special tokens). The loss covers the
+:mod:`mole_lsp.engine.prompts` sends at inference; no BOS, as the server encodes without special tokens). The loss covers the
 answer tokens only (from the first token that reaches into the answer, through the end-of-turn tokens).
 Per-token labels come from the fence parser over the whole formatted text (the same function
-:func:`mole_lsp.detok.token_labels` uses), so question tokens are routed like the answer's.
+:func:`mole_lsp.lang.detok.token_labels` uses), so question tokens are routed like the answer's.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from mole_lsp.fence import NL, UNKNOWN, label_chars, label_offsets
-from mole_lsp.registry import Registry, load_registry
+from mole_lsp.lang.fence import NL, UNKNOWN, label_chars, label_offsets
+from mole_lsp.lang.registry import Registry, load_registry
 
 # Samples per language after filtering in the paper (Table I).
 PAPER_TABLE_I: dict[str, int] = {
@@ -476,7 +476,7 @@ def plan_epoch(lengths: Sequence[int], micro: int, accum: int, world: int, seed:
 
 def collate(examples: Sequence[Example], route_table: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors: input_ids, attention_mask, route_ids, targets (-100 = no loss)."""
-    from mole_lsp.routing import ROUTE_PAD
+    from mole_lsp.core.routing import ROUTE_PAD
 
     t = max(len(e) for e in examples)
     n = len(examples)

@@ -23,7 +23,7 @@ Engine facts:
   uninterrupted run (the data order is a pure function of seed, epoch and step).
 - Metrics: ``OUT/metrics.jsonl`` lines ``{"step", "loss", "lr", "tokens_per_s", ...}`` and
   ``{"step", "val": {language: loss, "all": loss}}``.
-- Output: ``OUT/packs`` (core + experts + index.json, mole_lsp.packs format); alllang: a core pack only;
+- Output: ``OUT/packs`` (core + experts + index.json, mole_lsp.packs.format format); alllang: a core pack only;
   perlang: ``OUT/perlang/<lang>/packs`` per language; full: ``OUT/full-model`` (safetensors).
   ``--push-to-hub REPO`` uploads the pack folder (index.json merged with what the repo already lists).
 """
@@ -50,7 +50,8 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from mole_lsp.packs import (
+from mole_lsp.lang.registry import Registry, load_registry
+from mole_lsp.packs.format import (
     ADAPTERS,
     CORE_DIR,
     EXPERTS_DIR,
@@ -64,7 +65,6 @@ from mole_lsp.packs import (
     export_packs,
     write_index,
 )
-from mole_lsp.registry import Registry, load_registry
 from training import methods
 from training.config import TrainConfig, load_config
 from training.data import EncodedSet, build_data, collate, plan_epoch
@@ -129,8 +129,8 @@ def seed_everything(seed: int) -> None:
 
 # -- base model ------------------------------------------------------------------------------------------
 def load_base(cfg: TrainConfig, log: Log = print):
-    """(model, tokenizer, BaseIdentity) through mole_lsp.base_model; 'quickstart' = its default base."""
-    from mole_lsp.base_model import load_base_model, resolve_base_model
+    """(model, tokenizer, BaseIdentity) through mole_lsp.engine.base_model; 'quickstart' = its default base."""
+    from mole_lsp.engine.base_model import load_base_model, resolve_base_model
 
     spec = None if cfg.base in ("", "quickstart") else cfg.base
     info = resolve_base_model(spec, cache_dir=cfg.base_cache_dir, offline=cfg.offline or None, progress=log)

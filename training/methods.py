@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.model import MoleModel, attach_mole
-from mole_lsp.packs import load_core
-from mole_lsp.registry import Registry
-from mole_lsp.routing import ROUTE_UNKNOWN
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.model import MoleModel, attach_mole
+from mole_lsp.core.routing import ROUTE_UNKNOWN
+from mole_lsp.lang.registry import Registry
+from mole_lsp.packs.format import load_core
 
 INIT_NAMES = {"pissa": "pissa", "standard": "lora", "shared-last": "pissa-shared-last"}
 

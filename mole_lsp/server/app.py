@@ -26,10 +26,10 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from mole_lsp import protocol
-from mole_lsp.engine import CancelToken, Engine, GenerationResult
-from mole_lsp.registry import load_registry
-from mole_lsp.settings import RELOAD, Settings
+from mole_lsp.engine.engine import CancelToken, Engine, GenerationResult
+from mole_lsp.lang.registry import load_registry
+from mole_lsp.server import protocol
+from mole_lsp.server.settings import RELOAD, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -376,7 +376,7 @@ class MoleServer(LanguageServer):
         return ids[0] if ids else None
 
     def document_language(self, doc: Any) -> str | None:
-        from mole_lsp.engine import resolve_document_language
+        from mole_lsp.engine.engine import resolve_document_language
 
         return resolve_document_language(doc.language_id, doc.filename, doc.source[:4000], self.registry)
 

@@ -1,6 +1,6 @@
 """Commands that generate: ``mole.explain`` and ``mole.translate``; plus ``mole.status``.
 
-Arguments follow :mod:`mole_lsp.protocol`: ``arguments`` is a list holding one object. Anything else
+Arguments follow :mod:`mole_lsp.server.protocol`: ``arguments`` is a list holding one object. Anything else
 is answered with a JSON-RPC InvalidParams error that says what is wrong.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from mole_lsp import protocol
+from mole_lsp.server import protocol
 from mole_lsp.server.app import MoleServer
 
 

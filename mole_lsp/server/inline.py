@@ -14,7 +14,7 @@ import re
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from mole_lsp.engine import GenerationResult
+from mole_lsp.engine.engine import GenerationResult
 from mole_lsp.server.app import MoleServer
 
 _WORD_TAIL = re.compile(r"[\w$]*$")

@@ -11,8 +11,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from mole_lsp import protocol
-from mole_lsp.engine import Engine, FolderPacks
+from mole_lsp.engine.engine import Engine, FolderPacks
+from mole_lsp.server import protocol
 from mole_lsp.server.app import EngineUnavailable, MoleServer
 from mole_lsp.server.commands import single_argument
 

@@ -1,7 +1,7 @@
 /**
  * Names and shapes of everything the mole-lsp server speaks beyond standard LSP.
  *
- * The reference is `mole_lsp/protocol.py` in the repository root: this file only mirrors it for the
+ * The reference is `mole_lsp/server/protocol.py` in the repository root: this file only mirrors it for the
  * extension. When the two disagree, protocol.py wins; change both together.
  *
  * This module must not import 'vscode' (it is used by the unit tests, which run in plain Node).

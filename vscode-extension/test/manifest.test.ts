@@ -1,5 +1,5 @@
 /**
- * Keeps protocol.ts, package.json and the server's mole_lsp/protocol.py in step, and checks the
+ * Keeps protocol.ts, package.json and the server's mole_lsp/server/protocol.py in step, and checks the
  * packaging rules (exact pins, @types/vscode = engines.vscode, pure modules without 'vscode').
  */
 import assert from 'node:assert/strict';
@@ -46,7 +46,7 @@ function typedDictFields(py: string, name: string): string[] {
   return [...(m[1] ?? '').matchAll(/^    (\w+):/gm)].map((x) => x[1] ?? '');
 }
 
-describe('protocol.ts mirrors mole_lsp/protocol.py', { skip: !existsSync(protocolPy) && 'protocol.py not found' }, () => {
+describe('protocol.ts mirrors mole_lsp/server/protocol.py', { skip: !existsSync(protocolPy) && 'protocol.py not found' }, () => {
   const py = existsSync(protocolPy) ? readFileSync(protocolPy, 'utf8') : '';
 
   it('command and notification names', () => {

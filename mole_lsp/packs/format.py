@@ -34,9 +34,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.init import apply_residual
-from mole_lsp.model import MoleModel, attach_mole
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.init import apply_residual
+from mole_lsp.core.model import MoleModel, attach_mole
 
 FORMAT = "mole-pack"
 FORMAT_VERSION = 1

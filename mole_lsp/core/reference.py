@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from mole_lsp.layer import LoraPair, MoleLinear
-from mole_lsp.routing import ROUTE_NL, ROUTE_PAD
+from mole_lsp.core.layer import LoraPair, MoleLinear
+from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD
 
 
 def _lora(pair: LoraPair, x: torch.Tensor, dropout: torch.nn.Module) -> torch.Tensor:

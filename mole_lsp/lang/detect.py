@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Iterable
 
-from mole_lsp.registry import Registry, UnknownLanguageError, load_registry
+from mole_lsp.lang.registry import Registry, UnknownLanguageError, load_registry
 
 __all__ = ["detect_language", "score_languages"]
 

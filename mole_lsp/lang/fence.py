@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from mole_lsp.registry import Registry, load_registry
+from mole_lsp.lang.registry import Registry, load_registry
 
 __all__ = ["NL", "UNKNOWN", "FenceParser", "label_chars", "label_offsets"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from training.corpus_docs import first_sentence
-from training.corpus_extract import Function
+from training.corpus.docs import first_sentence
+from training.corpus.extract import Function
 
 HOLE = "<FILL_ME>"
 MAX_HOLE_LINES = 6

@@ -1,7 +1,7 @@
 """Attaching MoLE layers to a Hugging Face causal LM, and routing tokens through them.
 
 >>> mole = attach_mole(model, MoleConfig(languages=("python", "rust")))
->>> routes = mole.route_ids(["nl", "nl", "python", "python"])      # labels from mole_lsp.fence
+>>> routes = mole.route_ids(["nl", "nl", "python", "python"])      # labels from mole_lsp.lang.fence
 >>> out = mole(input_ids=ids, route_ids=routes[None])               # same shape as input_ids
 
 ``MoleModel.forward`` forwards every other keyword (attention_mask, past_key_values, labels, ...) to the
@@ -16,12 +16,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.fence import NL, UNKNOWN
-from mole_lsp.init import init_expert_like_pissa, init_lora, init_lora_pair, init_pissa
-from mole_lsp.layer import MoleLinear
-from mole_lsp.registry import Registry, load_registry
-from mole_lsp.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.init import init_expert_like_pissa, init_lora, init_lora_pair, init_pissa
+from mole_lsp.core.layer import MoleLinear
+from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
+from mole_lsp.lang.fence import NL, UNKNOWN
+from mole_lsp.lang.registry import Registry, load_registry
 
 PAD = "pad"  # label for padding positions
 NL_EXPERT = "nl"  # expert name used for NL tokens when config.nl_mode == "expert"
@@ -183,7 +183,7 @@ def attach_mole(model: nn.Module, config: MoleConfig | None = None, registry: Re
                 init: bool = True, seed: int = 0) -> MoleModel:
     """Wrap ``model``'s target linears with MoLE layers and (by default) initialise them.
 
-    ``init=False`` leaves zero factors and the original weights, for :func:`mole_lsp.packs.load_packs`.
+    ``init=False`` leaves zero factors and the original weights, for :func:`mole_lsp.packs.format.load_packs`.
     """
     config = config or MoleConfig()
     mole = MoleModel(model, config, registry)

@@ -12,8 +12,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from mole_lsp.fence import NL, label_offsets
-from mole_lsp.registry import Registry
+from mole_lsp.lang.fence import NL, label_offsets
+from mole_lsp.lang.registry import Registry
 
 __all__ = ["IncrementalDecoder", "token_labels"]
 

@@ -38,10 +38,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from mole_lsp.detok import IncrementalDecoder
-from mole_lsp.fence import NL, UNKNOWN, FenceParser
-from mole_lsp.packs import BaseIdentity, PackError, load_core, load_expert
-from mole_lsp.prompts import (
+from mole_lsp.engine.prompts import (
     FimLike,
     Prompt,
     completion_prompt,
@@ -51,7 +48,10 @@ from mole_lsp.prompts import (
     raw_prompt,
     translate_prompt,
 )
-from mole_lsp.registry import Registry, load_registry
+from mole_lsp.lang.detok import IncrementalDecoder
+from mole_lsp.lang.fence import NL, UNKNOWN, FenceParser
+from mole_lsp.lang.registry import Registry, load_registry
+from mole_lsp.packs.format import BaseIdentity, PackError, load_core, load_expert
 
 Mode = Literal["automated", "manual", "completion"]
 Progress = Callable[[str, float | None], None]
@@ -104,7 +104,7 @@ class GenerationResult:
 
 
 class PackSource(Protocol):
-    """Where packs come from: mole_lsp.store.PackStore, or :class:`FolderPacks` for a local folder."""
+    """Where packs come from: mole_lsp.packs.store.PackStore, or :class:`FolderPacks` for a local folder."""
 
     def core_path(self, install: bool = True, progress: Progress | None = None) -> Path | None: ...
 
@@ -170,7 +170,7 @@ def resolve_document_language(language_id: str | None, path: str | None = None, 
             return hit
     if text.strip():
         try:
-            from mole_lsp.detect import detect_language  # optional: the light classifier
+            from mole_lsp.lang.detect import detect_language  # optional: the light classifier
         except ImportError:
             return None
         try:
@@ -218,7 +218,7 @@ class Engine:
                   max_experts: int = 4, threads: int | None = None) -> Engine:
         """Resolve and load a base model (Hub id, local folder, GGUF; None = MOLE_BASE_MODEL or the
         quick-start default) and attach its pack store (``pack_repo`` may be a local folder)."""
-        from mole_lsp import base_model as bm
+        from mole_lsp.engine import base_model as bm
         from mole_lsp.paths import hub_endpoint
 
         configure_threads(threads)
@@ -234,7 +234,7 @@ class Engine:
         if pack_repo and Path(pack_repo).expanduser().is_dir():
             packs = FolderPacks(Path(pack_repo).expanduser())
         else:
-            from mole_lsp.store import PackStore, default_pack_repo
+            from mole_lsp.packs.store import PackStore, default_pack_repo
 
             packs = PackStore(pack_repo or default_pack_repo(info.repo_id), revision or "main", cache_dir,
                               offline or None, hub_endpoint(), base=base)

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from mole_lsp.registry import PAPER_LANGUAGES
+from mole_lsp.lang.registry import PAPER_LANGUAGES
 
 InitMethod = Literal["pissa", "pissa-shared-last", "lora"]
 Scaling = Literal["rslora", "lora"]

@@ -18,7 +18,7 @@ Hub repo id (``owner/name`` or ``owner/name@revision``).
 
 `BaseModelInfo.weights_sha256` identifies the weights independently of file layout: sha256 over the
 state dict (tensor name, dtype, shape, bytes, in name order, tied ``lm_head`` included), which equals
-``mole_lsp.packs.fingerprint_model`` of the model loaded in the checkpoint's dtype.
+``mole_lsp.packs.format.fingerprint_model`` of the model loaded in the checkpoint's dtype.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from mole_lsp.paths import hub_endpoint, hub_offline, models_dir
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from mole_lsp.packs import BaseIdentity
+    from mole_lsp.packs.format import BaseIdentity
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class BaseModelInfo:
 
     def identity(self) -> BaseIdentity:
         """The identity to record in (and check against) pack manifests."""
-        from mole_lsp.packs import BaseIdentity
+        from mole_lsp.packs.format import BaseIdentity
 
         extra = {"gguf_sha256": self.gguf_sha256} if self.gguf_sha256 else {}
         return BaseIdentity(self.repo_id, self.revision, self.weights_sha256, extra)
@@ -218,7 +218,7 @@ def weights_identity(path: str | os.PathLike[str]) -> str:
 
     Hashes the state dict, not the files: tensor name, dtype and shape, then the raw bytes, in name
     order, with a tied ``lm_head.weight`` included as the embedding it is tied to -- so resharding or
-    header changes keep the identity, and it matches ``mole_lsp.packs.fingerprint_model``. The result is
+    header changes keep the identity, and it matches ``mole_lsp.packs.format.fingerprint_model``. The result is
     cached beside the files (or in the mole-lsp cache if the folder is read-only), keyed by file stats."""
     folder, files = _weight_files(Path(path))
     stamp = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mole_lsp.detok import token_labels
-from mole_lsp.fence import NL
-from mole_lsp.registry import Registry, load_registry
+from mole_lsp.lang.detok import token_labels
+from mole_lsp.lang.fence import NL
+from mole_lsp.lang.registry import Registry, load_registry
 
 # A rough upper bound of characters per token, used only to avoid tokenizing megabytes of a file
 # before the exact cut: the exact cut is always made on tokens.

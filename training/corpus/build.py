@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from mole_lsp.registry import Registry, load_registry
-from training import corpus_extract as extract_mod
-from training.corpus_docs import looks_like_licence
-from training.corpus_samples import BUILDERS
-from training.corpus_sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header
+from mole_lsp.lang.registry import Registry, load_registry
+from training.corpus import extract as extract_mod
+from training.corpus.docs import looks_like_licence
+from training.corpus.samples import BUILDERS
+from training.corpus.sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header
 
 KINDS = ("doc2code", "code2doc", "fim")
 

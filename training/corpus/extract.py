@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from training import corpus_docs as docs
+from training.corpus import docs as docs
 
 
 class ParseError(Exception):

@@ -1,7 +1,7 @@
 """The pack store: core and expert packs downloaded from the Hub (or copied from a folder) into a local cache.
 
 One Hub repository per base model holds ``core/``, ``experts/<language>/`` and ``index.json`` (see
-:mod:`mole_lsp.packs`); :func:`default_pack_repo` names it. A :class:`PackStore` installs only what is
+:mod:`mole_lsp.packs.format`); :func:`default_pack_repo` names it. A :class:`PackStore` installs only what is
 asked for: ``expert_path("rust")`` fetches ``core/`` (once) and ``experts/rust/`` and nothing else.
 
 Cache layout under ``mole_lsp.paths.packs_dir(cache_dir)``:
@@ -21,7 +21,7 @@ Offline (``offline=True``, ``HF_HUB_OFFLINE=1``, or a connection failure, rememb
 ``PackStore.unreachable_for`` seconds): cached packs only; a missing pack raises :class:`OfflineError`
 that says what is missing and how to get it.
 
-Every pack is verified with :func:`mole_lsp.packs.verify_pack` before its path is returned: sizes and
+Every pack is verified with :func:`mole_lsp.packs.format.verify_pack` before its path is returned: sizes and
 sha256 of every file, experts against the sha256, base and rank layout of the core next to them. A
 damaged cached pack is deleted and downloaded again once.
 """
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mole_lsp import paths
-from mole_lsp.packs import (
+from mole_lsp.packs.format import (
     CORE_DIR,
     EXPERTS_DIR,
     INDEX,

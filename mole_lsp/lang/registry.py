@@ -322,7 +322,7 @@ def _packaged_text() -> tuple[str, str]:
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
         pass
     # Source tree / editable install: packs/ sits next to the package directory.
-    path = Path(__file__).resolve().parents[1] / "packs" / "languages.toml"
+    path = Path(__file__).resolve().parents[2] / "packs" / "languages.toml"
     return path.read_text(encoding="utf-8"), str(path)
 
 

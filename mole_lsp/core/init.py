@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from mole_lsp.layer import LoraPair, MoleLinear
+from mole_lsp.core.layer import LoraPair, MoleLinear
 
 
 def top_components(w: torch.Tensor, k: int, method: str = "exact", oversample: int = 16,

@@ -1,5 +1,5 @@
-"""The model side of the evaluation: pack settings and :data:`~training.evaluate.Generate` callables
-built on :class:`mole_lsp.engine.Engine` (the server's generation engine; no second decoding loop).
+"""The model side of the evaluation: pack settings and :data:`~training.eval.cli.Generate` callables
+built on :class:`mole_lsp.engine.engine.Engine` (the server's generation engine; no second decoding loop).
 
 A *setting* is what a row of the paper's tables names: the base alone (No-FT), a pack repository
 folder (MoLE, or AllLang-FT: a core without experts), or one pack folder per language (PerLang-FT:
@@ -8,7 +8,7 @@ each problem is answered by its own language's model; not applicable to translat
 How a task prompt is generated (MoLE §III-B):
 
 - the user turn is the task's instruction in the model's chat template (the same layout the server
-  uses, :func:`mole_lsp.prompts._chat_text`), and the answer starts with ``response_prefix`` (an
+  uses, :func:`mole_lsp.engine.prompts._chat_text`), and the answer starts with ``response_prefix`` (an
   opened code fence of the target language plus the function header), so the fence parser labels
   code in the prompt with its language — e.g. a translation's source code takes the source expert;
 - code answers: ``manual`` mode with the target language's expert (or ``automated``: the fence
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.humaneval import BENCHMARK_LANGUAGES, TaskPrompt
+from training.eval.humaneval import BENCHMARK_LANGUAGES, TaskPrompt
 
 BASE_ONLY = "No-FT"
 
@@ -107,8 +107,8 @@ class BaseLoader:
                  cache_dir: str | None = None, log: Callable[[str], None] | None = None) -> None:
         import torch
 
-        from mole_lsp import base_model as bm
-        from mole_lsp.engine import configure_threads, pick_device
+        from mole_lsp.engine import base_model as bm
+        from mole_lsp.engine.engine import configure_threads, pick_device
 
         configure_threads(threads)
         self.device = pick_device(device)
@@ -124,7 +124,7 @@ class BaseLoader:
 
     def engine(self, pack_dir: Path | None) -> Any:
         """An engine on a copy of the base; ``pack_dir`` None = the base alone."""
-        from mole_lsp.engine import Engine, FolderPacks
+        from mole_lsp.engine.engine import Engine, FolderPacks
 
         model = copy.deepcopy(self.model)
         packs = FolderPacks(pack_dir) if pack_dir is not None else None
@@ -144,7 +144,7 @@ class GenOptions:
 
 
 class EngineGenerate:
-    """A :data:`~training.evaluate.Generate` callable for one setting.
+    """A :data:`~training.eval.cli.Generate` callable for one setting.
 
     ``records`` gets one dict per generation, in the order of the prompts given (engine facts:
     stop reason, token counts, routes used, notes, timings), for the JSONL report.
@@ -198,7 +198,7 @@ class EngineGenerate:
         return None
 
     def _one(self, prompt: TaskPrompt) -> tuple[str, dict[str, Any]]:
-        from mole_lsp.prompts import _chat_text  # the server's chat layout
+        from mole_lsp.engine.prompts import _chat_text  # the server's chat layout
 
         opts = self.options
         engine = self.engine_for(prompt.problem.language)

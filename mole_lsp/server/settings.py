@@ -1,4 +1,4 @@
-"""Typed validation of the server settings declared in :data:`mole_lsp.protocol.SETTINGS`.
+"""Typed validation of the server settings declared in :data:`mole_lsp.server.protocol.SETTINGS`.
 
 :func:`Settings.update` takes a payload from ``initializationOptions`` or
 ``workspace/didChangeConfiguration`` (``{"settings": {"mole": {...}}}``, ``{"mole": {...}}`` or the
@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mole_lsp.protocol import DEVICE_PATTERN, SETTINGS
+from mole_lsp.server.protocol import DEVICE_PATTERN, SETTINGS
 
 # Ranges and choices are part of each setting's contract (the help texts in protocol.py say the same).
 RANGES: dict[str, tuple[int, int]] = {

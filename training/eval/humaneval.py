@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from training.execution import CPP_PRELUDE
+from training.eval.execution import CPP_PRELUDE
 
 __all__ = [
     "BENCHMARK_LANGUAGES",
@@ -72,7 +72,7 @@ _PACK_CONFIG = {"javascript": "js"}
 
 
 def _registry() -> Any:
-    from mole_lsp.registry import load_registry
+    from mole_lsp.lang.registry import load_registry
 
     return load_registry()
 
@@ -862,7 +862,7 @@ def extract_code(text: str, language: str) -> str | None:
     parser). Failing that, the first untagged block or block of a language that falls back to
     ``language`` (```c for C++); answers without any fence are taken as code. None if the answer has
     fences but none of them fits."""
-    from mole_lsp.fence import NL, UNKNOWN, label_chars
+    from mole_lsp.lang.fence import NL, UNKNOWN, label_chars
 
     registry = _registry()
     labels = label_chars(text, registry)

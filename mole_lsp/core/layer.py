@@ -8,12 +8,12 @@ For a token x routed to
 - padding:              ``y = W_res x``
 
 The base linear runs once over all tokens. Tokens are then sorted by adapter group (one permutation per
-forward, see :mod:`mole_lsp.routing`) and every group runs one rank-(r_s + r_e) product over its
+forward, see :mod:`mole_lsp.core.routing`) and every group runs one rank-(r_s + r_e) product over its
 contiguous slice: shared and expert factors are concatenated (scales folded into A), so a code token
 costs the same as one rank-64 LoRA, and no adapter ever sees tokens that are not its own.
 
-How the layer is put into a model lives in :mod:`mole_lsp.model`; how its factors are initialised, in
-:mod:`mole_lsp.init`.
+How the layer is put into a model lives in :mod:`mole_lsp.core.model`; how its factors are initialised, in
+:mod:`mole_lsp.core.init`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mole_lsp.config import MoleConfig
-from mole_lsp.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
+from mole_lsp.core.config import MoleConfig
+from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
 
 
 class LoraPair(nn.Module):

@@ -1,0 +1,1 @@
+"""Corpus builder: mine doc-comment <-> function pairs and FIM samples from local source trees."""

@@ -1,0 +1,1 @@
+"""Evaluation: sandboxed execution, HumanEval-X tasks, model runs through the engine, reports."""
