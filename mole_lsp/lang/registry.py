@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 __all__ = [
+    "LANGUAGE_ID",
     "PAPER_LANGUAGES",
     "RESERVED_IDS",
     "Language",
@@ -33,7 +34,8 @@ PAPER_LANGUAGES: tuple[str, ...] = ("c", "cpp", "csharp", "go", "java", "javascr
 # Labels the fence parser uses for non-language states; a language may never take them.
 RESERVED_IDS: frozenset[str] = frozenset({"nl", "unknown"})
 
-_ID_RE = re.compile(r"[a-z][a-z0-9_+-]*")
+# The shape of a canonical language id: also the name of its expert folder in packs (experts/<id>/).
+LANGUAGE_ID = re.compile(r"[a-z][a-z0-9_+-]*")
 # Fence tags are matched after normalisation, so they must survive it unchanged.
 _TAG_FORBIDDEN = re.compile(r"[\s,:{}`]")
 # Prefixes used by HTML-derived markdown (class="language-python").
@@ -216,7 +218,7 @@ def _claim(table: dict[str, str], key: str, lang_id: str, kind: str) -> None:
 
 def _check_language(lang: Language) -> None:
     where = f"language {lang.id!r}"
-    if not isinstance(lang.id, str) or not _ID_RE.fullmatch(lang.id):
+    if not isinstance(lang.id, str) or not LANGUAGE_ID.fullmatch(lang.id):
         raise RegistryError(f"{where}: id must be lower case [a-z][a-z0-9_+-]*")
     if lang.id in RESERVED_IDS:
         raise RegistryError(

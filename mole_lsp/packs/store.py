@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mole_lsp import paths
+from mole_lsp.lang.registry import LANGUAGE_ID
 from mole_lsp.packs.format import (
     CORE_DIR,
     EXPERTS_DIR,
@@ -71,7 +72,6 @@ Progress = Callable[[str, "float | None"], None]
 CORE = "core"
 LOCAL_PREFIX = "local-"
 PACK_REPO_OWNER = "mole-lsp"
-_LANG_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 T = TypeVar("T")
 
@@ -548,7 +548,7 @@ class PackStore:
 
     # ---- getting packs
     def _check_language(self, language: str) -> str:
-        if language == CORE or not _LANG_RE.match(language or ""):
+        if language == CORE or not LANGUAGE_ID.fullmatch(language or ""):
             raise StoreError(f"{language!r} is not a language id")
         return language
 
