@@ -360,7 +360,7 @@ def cmd_list_packs(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import torch
 
-    from mole_lsp.engine.engine import configure_threads, pick_device
+    from mole_lsp.engine.device import configure_threads, pick_device
     from mole_lsp.paths import cache_dir
 
     ok = True

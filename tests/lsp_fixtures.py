@@ -58,7 +58,7 @@ class TinyWorld:
 
 def build_tiny_world(root: Path, seed: int = 0) -> TinyWorld:
     """Save the tiny base and export its packs below ``root`` (idempotent per folder)."""
-    from conftest import make_tiny_llama
+    from helpers import make_tiny_llama
 
     from mole_lsp.core.config import MoleConfig
     from mole_lsp.core.model import attach_mole

@@ -582,7 +582,7 @@ def _add_language(cfg: TrainConfig, model, tok, ident: BaseIdentity, data, out: 
     res = train_loop(cfg, prep, tok, data.train, data.val, [lang], out, dist, say)
     dest = out / "packs"
     if dist.main and cfg.export and not res.interrupted:
-        m = prep.mole.core_manifest  # type: ignore[union-attr]
+        m = prep.mole.core_manifest
         export_expert(prep.mole, lang, dest / EXPERTS_DIR / lang, BaseIdentity.from_dict(m["base"]),  # type: ignore[arg-type]
                       core_sha256(m), provenance(cfg, res, len(data.train), {"added_to_core": core_sha256(m)}))
         write_index(dest)

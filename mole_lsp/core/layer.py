@@ -86,8 +86,12 @@ class MoleLinear(nn.Module):
     def remove_expert(self, lang: str) -> None:
         if lang in self.experts:
             del self.experts[lang]
-        self._cache.clear()
+        self.clear_cache()
         self._merged = None
+
+    def clear_cache(self) -> None:
+        """Forget the concatenated factors of every route (call after changing an adapter's weights)."""
+        self._cache.clear()
 
     # -- factors per route --------------------------------------------------------------------------------
     def _parts(self, route: int) -> list[LoraPair]:

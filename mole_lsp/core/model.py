@@ -37,6 +37,7 @@ class MoleModel(nn.Module):
         self.slots: list[str] = []  # expert slot -> language id (shared with every layer)
         self.layers: dict[str, MoleLinear] = {}
         self.base_identity: dict | None = None  # set by whoever loaded the base (packs record it)
+        self.core_manifest: dict | None = None  # manifest of the core pack loaded into it, if any
         self._replace_linears()
         if not self.layers:
             raise ValueError(

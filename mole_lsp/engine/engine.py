@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from mole_lsp.engine.device import configure_threads, default_dtype, pick_device
 from mole_lsp.engine.prompts import (
     FimLike,
     Prompt,
@@ -126,36 +127,6 @@ class FolderPacks:
         return p if p.is_dir() else None
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Thread setup that keeps CPU timings steady on small shared machines.
-
-    OMP_WAIT_POLICY=PASSIVE only works when set before torch starts its pool: entry points set it
-    before importing torch; here we only pick the thread count (default: the cores we may use).
-    """
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            threads = os.cpu_count() or 1
-    threads = max(1, int(threads))
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set, or parallel work already started
-        pass
-    return threads
-
-
-def pick_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def resolve_document_language(language_id: str | None, path: str | None = None, text: str = "",
                               registry: Registry | None = None) -> str | None:
     """Registry id of a document: its editor languageId, then its file name, then a detector's guess."""
@@ -227,7 +198,7 @@ class Engine:
         # resolve_base_model itself reads MOLE_BASE_MODEL when no spec is given.
         info = bm.resolve_base_model(base_model or None, cache_dir=cache_dir, offline=offline or None,
                                      progress=say)
-        dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+        dtype = default_dtype(dev)
         model, tokenizer = bm.load_base_model(info, dtype=dtype, device=dev)
         base = info.identity()
         packs: PackSource
@@ -261,7 +232,7 @@ class Engine:
             self._said.add(message)
             self._notes.append(message)
 
-    def _take_notes(self) -> list[str]:
+    def take_notes(self) -> list[str]:
         notes, self._notes = self._notes, []
         return notes
 
@@ -441,7 +412,7 @@ class Engine:
             result.expert = expert
             result.timings.update(load=(t_load - t0) * 1e3, merge=(t_merge - t_load) * 1e3,
                                   total=(time.perf_counter() - t0) * 1e3)
-            result.notes = self._take_notes()
+            result.notes = self.take_notes()
             result.base_only = self.mole is None
             return result
 

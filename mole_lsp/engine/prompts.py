@@ -202,7 +202,7 @@ def _has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def _chat_text(tokenizer: Any, user: str, assistant_prefix: str = "") -> str:
+def chat_text(tokenizer: Any, user: str, assistant_prefix: str = "") -> str:
     """Text of a one-turn chat with the model's template, or a plain instruction layout without one."""
     if _has_chat_template(tokenizer):
         text = tokenizer.apply_chat_template(
@@ -250,7 +250,7 @@ def explain_prompt(tokenizer: Any, code: str, language: str, registry: Registry 
     reg = registry or load_registry()
     name = reg.get(language).name if language in reg else "this"
     user = f"Explain what this {name} code does, briefly.\n\n{_fenced(code, language if language in reg else '')}"
-    return _chat_prompt(tokenizer, _chat_text(tokenizer, user), reg, "explain", _end_strings(tokenizer))
+    return _chat_prompt(tokenizer, chat_text(tokenizer, user), reg, "explain", _end_strings(tokenizer))
 
 
 def translate_prompt(tokenizer: Any, code: str, source: str, target: str,
@@ -262,7 +262,7 @@ def translate_prompt(tokenizer: Any, code: str, source: str, target: str,
     user = (f"Translate this {src_name} code to {dst_name}. Answer with the code only.\n\n"
             f"{_fenced(code, source if source in reg else '')}")
     opening = f"```{target}\n"
-    text = _chat_text(tokenizer, user, opening)
+    text = chat_text(tokenizer, user, opening)
     # The answer ends with the closing fence (or the end-of-turn token).
     return _chat_prompt(tokenizer, text, reg, "translate", ["\n```", *_end_strings(tokenizer)], prefilled=opening)
 

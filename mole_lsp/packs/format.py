@@ -325,7 +325,7 @@ def load_core(model: nn.Module, core_dir: str | os.PathLike, base: BaseIdentity 
 def load_expert(mole: MoleModel, expert_dir: str | os.PathLike, language: str | None = None) -> str:
     """Verify an expert pack against the loaded core and add (or replace) its language. Returns the id."""
     expert_dir = Path(expert_dir)
-    core = getattr(mole, "core_manifest", None)
+    core = mole.core_manifest
     m = verify_pack(expert_dir, kind="expert", language=language, layout=mole.config.layout(),
                     core_sha256=core_sha256(core) if core else None,
                     base=BaseIdentity.from_dict(core["base"]) if core else None)
@@ -341,7 +341,7 @@ def load_expert(mole: MoleModel, expert_dir: str | os.PathLike, language: str | 
             pair = layer.experts[lang]
             _copy_into(pair.A, tensors[f"{name}.expert.A"], f"{name}.expert.A", expert_dir)
             _copy_into(pair.B, tensors[f"{name}.expert.B"], f"{name}.expert.B", expert_dir)
-            layer._cache.clear()
+            layer.clear_cache()
     return lang
 
 

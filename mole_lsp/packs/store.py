@@ -258,7 +258,7 @@ class PackStore:
         self.revision = revision or "main"
         self.base = base
         self._cache_override = cache_dir
-        self._offline_flag = offline
+        self.forced_offline = bool(offline)  # offline whatever the network says (a setting or flag)
         self._endpoint = endpoint
         self._token = token
         self._lock = threading.RLock()
@@ -289,10 +289,10 @@ class PackStore:
     def offline(self) -> bool:
         """True when the Hub must not (explicit flag, ``HF_HUB_OFFLINE``) or cannot (a recent connection
         failure) be reached."""
-        return bool(self._offline_flag) or paths.hub_offline() or time.monotonic() < self._down_until
+        return self.forced_offline or paths.hub_offline() or time.monotonic() < self._down_until
 
     def _offline_reason(self) -> str:
-        if self._offline_flag:
+        if self.forced_offline:
             return "offline mode is on"
         if paths.hub_offline():
             return "HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE") else "offline mode is on (HF_HUB_OFFLINE)"

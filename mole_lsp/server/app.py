@@ -209,8 +209,8 @@ class MoleServer(LanguageServer):
 
     def _set_store_offline(self, engine: Engine) -> None:
         store = engine.packs
-        if hasattr(store, "_offline_flag"):
-            store._offline_flag = self.is_offline() or None  # type: ignore[union-attr]
+        if hasattr(store, "forced_offline"):
+            store.forced_offline = self.is_offline()  # type: ignore[union-attr]
 
     # -- the engine ---------------------------------------------------------------------------------------
     def engine_config(self) -> dict[str, Any]:
@@ -276,7 +276,7 @@ class MoleServer(LanguageServer):
             raise
         report.end("ready")
         self.engine = engine
-        notes = engine._take_notes()
+        notes = engine.take_notes()
         for note in notes:
             self.say(note, types.MessageType.Warning)
         self.set_status(state="ready", baseOnly=engine.base_only, message=None)

@@ -8,7 +8,7 @@ each problem is answered by its own language's model; not applicable to translat
 How a task prompt is generated (MoLE §III-B):
 
 - the user turn is the task's instruction in the model's chat template (the same layout the server
-  uses, :func:`mole_lsp.engine.prompts._chat_text`), and the answer starts with ``response_prefix`` (an
+  uses, :func:`mole_lsp.engine.prompts.chat_text`), and the answer starts with ``response_prefix`` (an
   opened code fence of the target language plus the function header), so the fence parser labels
   code in the prompt with its language — e.g. a translation's source code takes the source expert;
 - code answers: ``manual`` mode with the target language's expert (or ``automated``: the fence
@@ -105,16 +105,15 @@ class BaseLoader:
 
     def __init__(self, spec: str | None = None, *, device: str = "auto", threads: int | None = None,
                  cache_dir: str | None = None, log: Callable[[str], None] | None = None) -> None:
-        import torch
 
         from mole_lsp.engine import base_model as bm
-        from mole_lsp.engine.engine import configure_threads, pick_device
+        from mole_lsp.engine.device import configure_threads, default_dtype, pick_device
 
         configure_threads(threads)
         self.device = pick_device(device)
         say = (lambda m, _=None: log(m)) if log is not None else None
         self.info = bm.resolve_base_model(spec or None, cache_dir=cache_dir, progress=say)
-        dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+        dtype = default_dtype(self.device)
         self.model, self.tokenizer = bm.load_base_model(self.info, dtype=dtype, device=self.device)
         self.identity = self.info.identity()
 
@@ -198,11 +197,11 @@ class EngineGenerate:
         return None
 
     def _one(self, prompt: TaskPrompt) -> tuple[str, dict[str, Any]]:
-        from mole_lsp.engine.prompts import _chat_text  # the server's chat layout
+        from mole_lsp.engine.prompts import chat_text  # the server's chat layout
 
         opts = self.options
         engine = self.engine_for(prompt.problem.language)
-        text = _chat_text(engine.tokenizer, prompt.instruction, prompt.response_prefix)
+        text = chat_text(engine.tokenizer, prompt.instruction, prompt.response_prefix)
         if prompt.language is None:  # prose: the explanation of summarization
             mode, language = "automated", None
             budget = opts.summary_max_new_tokens

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT, make_rows, quiet, tiny_base_dir, tiny_train_config, write_jsonl
 from safetensors.torch import load_file
-from test_training_data import make_rows, tiny_base_dir, write_jsonl
 
 from training.config import TrainConfig
 from training.finetune import latest_checkpoint, run
 
-ROOT = Path(__file__).resolve().parents[1]
 LANGS = ["python", "rust", "go"]
 
 
@@ -29,16 +28,7 @@ def tiny_setup(tmp_path_factory):
 
 def tiny_cfg(tiny_setup, out: Path, **kw) -> TrainConfig:
     base, data = tiny_setup
-    values = dict(base=str(base), data=[str(data)], languages=LANGS, max_length=96, val_fraction=0.1,
-                  r_shared=6, r_expert=2, r_lora=8, lr=1e-2, micro_batch=2, grad_accum=2, max_steps=8,
-                  warmup_ratio=0.1, device="cpu", precision="fp32", attn_implementation="eager", out=str(out),
-                  log_every=1, progress=False, offline=True, threads=1)
-    values.update(kw)
-    return TrainConfig(**values)
-
-
-def quiet(_msg: str) -> None:
-    pass
+    return tiny_train_config(base, data, out, LANGS, **kw)
 
 
 def test_tiny_mole_run_lowers_heldout_loss_and_logs(tiny_setup, tmp_path):
@@ -74,9 +64,9 @@ def test_two_process_gloo_ddp_matches_one_process(tiny_setup, tmp_path):
     cfg2 = tiny_cfg(tiny_setup, tmp_path / "two", grad_accum=1, **kw)
     toml = tmp_path / "ddp.toml"
     toml.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg2.to_dict().items() if v is not None))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "training.finetune", "--config", str(toml)], cwd=ROOT, env=env,
+                           "-m", "training.finetune", "--config", str(toml)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json

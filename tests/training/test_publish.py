@@ -9,9 +9,8 @@ import shutil
 import hub_server
 import pytest
 import torch
+from helpers import make_rows, quiet, tiny_base_dir, tiny_train_config, write_jsonl
 from safetensors.torch import load_file
-from test_training_data import make_rows, tiny_base_dir, write_jsonl
-from test_training_engine import quiet, tiny_cfg
 
 from mole_lsp.engine.base_model import load_base_model, resolve_base_model
 from mole_lsp.packs.format import load_packs, sha256_file, write_index
@@ -21,6 +20,12 @@ from training.finetune import push_to_hub, run
 
 local_hub = hub_server.local_hub
 JOINT = ["python", "rust"]
+LANGS = ["python", "rust", "go"]
+
+
+def tiny_cfg(setup, out, **kw):
+    base, data = setup
+    return tiny_train_config(base, data, out, LANGS, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import hub_server
 import numpy as np
 import pytest
 import torch
-from conftest import SMOLLM2, make_tiny_llama
+from helpers import SMOLLM2, make_tiny_llama
 from hub_server import LocalHub
 
 from mole_lsp.engine import base_model as bm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.init import top_components

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama, perturb
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.model import attach_mole
@@ -12,14 +12,6 @@ from mole_lsp.core.reference import reference_forward, reference_mode
 from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, make_plan
 
 LANGS = ("python", "rust", "cpp", "go", "java", "javascript", "csharp", "c")
-
-
-def perturb(mole, seed: int = 1, std: float = 0.05) -> None:
-    """Make adapters look trained: distinct, non-zero factors everywhere."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in mole.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
 
 
 def routing(kind: str, shape: tuple[int, int], n_slots: int, seed: int = 0) -> torch.Tensor:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+from helpers import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -389,8 +389,7 @@ def tiny_sentencepiece_style():
 
 
 def _shared_dir() -> Path:
-    env = os.environ.get("MOLE_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    return SHARED
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,9 @@ Also home of the small helpers the other training tests import (tiny tokenizer, 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import make_tiny_llama
+from helpers import make_rows, tiny_tokenizer, write_jsonl
 
 from mole_lsp.lang.detok import token_labels
 from mole_lsp.lang.registry import load_registry
@@ -27,63 +24,6 @@ from training.data import (
     select_rows,
     split_samples,
 )
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-CODE = {
-    "python": "def add(a, b):\n    return a + b\n",
-    "rust": "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
-    "go": "func add(a int, b int) int {\n\treturn a + b\n}\n",
-    "cpp": "int add(int a, int b) {\n    return a + b;\n}\n",
-}
-TAGS = {"python": "py", "rust": "rs", "go": "golang", "cpp": "c++"}  # aliases on purpose
-
-
-def make_rows(n_per_lang: int = 12, langs=("python", "rust", "go")) -> list[dict]:
-    rows = []
-    for lang in langs:
-        for i in range(n_per_lang):
-            code = CODE[lang].replace("add", f"add{i}")
-            rows.append({"question": f"Write add{i} in {lang}.",
-                         "answer": f"Here:\n```{TAGS[lang]}\n{code}```\nDone.", "split": None})
-    for r in rows:
-        del r["split"]
-    return rows
-
-
-def tiny_tokenizer(chat: bool = True):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [r["question"] + r["answer"] for r in make_rows(3, tuple(CODE))] * 5
-    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    tok.train_from_iterator(corpus, trainer)
-    kw = dict(chat_template=CHAT_TEMPLATE) if chat else {}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|im_end|>", unk_token="<|endoftext|>",
-                                   clean_up_tokenization_spaces=False, **kw)
-
-
-def tiny_base_dir(path: Path, seed: int = 0, chat: bool = True) -> Path:
-    """A folder holding a tiny random Llama + tokenizer, loadable with from_pretrained."""
-    tok = tiny_tokenizer(chat)
-    model = make_tiny_llama(seed, vocab_size=len(tok), max_position_embeddings=512)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
 
 REG = load_registry()
 

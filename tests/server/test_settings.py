@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mole_lsp.engine.engine import pick_device
+from mole_lsp.engine.device import pick_device
 from mole_lsp.server.protocol import SETTINGS
 from mole_lsp.server.settings import PATTERNS, Settings, unwrap, validate
 

@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_tiny_llama
-from test_layer import perturb
+from helpers import make_tiny_llama, perturb
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.model import attach_mole

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import hub_server
 import pytest
-from conftest import make_tiny_llama
+from helpers import make_tiny_llama, perturb
 from hub_server import LocalHub
-from test_layer import perturb
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.model import attach_mole

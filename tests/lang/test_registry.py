@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 from mole_lsp.lang.registry import (
     PAPER_LANGUAGES,
@@ -15,7 +16,7 @@ from mole_lsp.lang.registry import (
     load_registry,
 )
 
-PACKAGED = Path(__file__).resolve().parents[1] / "packs" / "languages.toml"
+PACKAGED = REPO_ROOT / "packs" / "languages.toml"
 
 
 @pytest.fixture(scope="module")
