@@ -7,6 +7,10 @@ well (stop strings, the suffix a completion must not repeat).
 Completion prompts are cut to a token budget with the real tokenizer. The text nearest the cursor
 matters most, so the prefix is filled first (from the cursor backwards) and the suffix gets what is
 left, at most a quarter of the budget.
+
+Chat layouts are built here only: :func:`chat_text` renders what the model reads before its answer,
+:func:`chat_sample` a whole training sample (question + answer) in the same layout, so training and
+serving cannot drift apart.
 """
 
 from __future__ import annotations
@@ -198,19 +202,70 @@ def completion_stop(generated: str, prompt: Prompt, final: bool = False) -> tupl
 
 
 # -- chat prompts ---------------------------------------------------------------------------------------
+CHAT_LAYOUTS = ("auto", "chat", "plain")
+# The layout for bases without a chat template ("plain").
+PLAIN_LAYOUT = "### Instruction\n{user}\n\n### Response\n"
+
+
 def _has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def chat_text(tokenizer: Any, user: str, assistant_prefix: str = "") -> str:
-    """Text of a one-turn chat with the model's template, or a plain instruction layout without one."""
-    if _has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
+def chat_layout(tokenizer: Any, layout: str = "auto") -> str:
+    """The layout a chat is rendered in: ``"chat"`` (the tokenizer's template) or ``"plain"``.
+
+    ``"auto"`` takes the template when the tokenizer has one; ``"chat"`` without a template is an error.
+    """
+    if layout not in CHAT_LAYOUTS:
+        raise ValueError(f"chat layout must be one of {', '.join(CHAT_LAYOUTS)}; got {layout!r}")
+    has_template = _has_chat_template(tokenizer)
+    if layout == "auto":
+        return "chat" if has_template else "plain"
+    if layout == "chat" and not has_template:
+        raise ValueError("prompt_format='chat' but the tokenizer has no chat template")
+    return layout
+
+
+def _messages(user: str, system: str | None, answer: str | None = None) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    msgs.append({"role": "user", "content": user})
+    if answer is not None:
+        msgs.append({"role": "assistant", "content": answer})
+    return msgs
+
+
+def chat_text(tokenizer: Any, user: str, assistant_prefix: str = "", *, layout: str = "auto",
+              system: str | None = None) -> str:
+    """Text of a one-turn chat up to the assistant's answer (plus ``assistant_prefix``).
+
+    The model's chat template, or :data:`PLAIN_LAYOUT` without one (``layout`` as in :func:`chat_layout`);
+    ``system`` is an optional system message (template layouts only).
+    """
+    if chat_layout(tokenizer, layout) == "chat":
+        text = tokenizer.apply_chat_template(_messages(user, system), tokenize=False, add_generation_prompt=True)
     else:
-        text = f"### Instruction\n{user}\n\n### Response\n"
+        text = PLAIN_LAYOUT.format(user=user)
     return text + assistant_prefix
+
+
+def chat_sample(tokenizer: Any, user: str, answer: str, *, layout: str = "auto",
+                system: str | None = None) -> tuple[str, int]:
+    """A training sample in the layout :func:`chat_text` sends: (text, offset where the answer part starts).
+
+    The text before the offset is exactly ``chat_text(tokenizer, user, ...)``; the answer part is the
+    answer and what the layout adds after it (the template's end-of-turn tokens, or EOS in the plain
+    layout). Templates that rewrite the history fall back to the answer's last position.
+    """
+    prompt = chat_text(tokenizer, user, layout=layout, system=system)
+    if chat_layout(tokenizer, layout) == "plain":
+        return prompt + answer + (getattr(tokenizer, "eos_token", None) or ""), len(prompt)
+    full = tokenizer.apply_chat_template(_messages(user, system, answer), tokenize=False)
+    if full.startswith(prompt):
+        return full, len(prompt)
+    at = full.rfind(answer)
+    if at < 0:
+        raise ValueError("chat template does not reproduce the answer text")
+    return full, at
 
 
 def _fence_for(code: str) -> str:

@@ -1,4 +1,4 @@
-"""Prompt building: FIM vs prefix-only, token-budget cuts, completion stop rules, chat prompts."""
+"""Prompt building: FIM vs prefix-only, token-budget cuts, completion stop rules, chat prompts, training samples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import pytest
 from lsp_fixtures import make_tokenizer
 
 from mole_lsp.engine.prompts import (
+    PLAIN_LAYOUT,
     Prompt,
+    chat_layout,
+    chat_sample,
+    chat_text,
     completion_prompt,
     completion_stop,
     explain_prompt,
@@ -133,3 +137,26 @@ def test_heal_completion_strips_the_indentation_the_model_wrote(tok):
     q = completion_prompt(tok, "x = ", "", "python", budget=64)
     assert q.heal == "" and heal_completion(" 1", q) == " 1"
 
+
+
+def test_chat_sample_starts_with_the_chat_prompt(tok):
+    text, start = chat_sample(tok, "Add 1?", "```python\nx + 1\n```")
+    assert text[:start] == chat_text(tok, "Add 1?")
+    assert text[start:] == "```python\nx + 1\n```<|im_end|>\n"  # answer + the template's end of turn
+    sys_text, sys_start = chat_sample(tok, "Add 1?", "ok", system="Be brief.")
+    assert sys_text[:sys_start] == chat_text(tok, "Add 1?", system="Be brief.")
+    assert sys_text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+
+
+def test_plain_layout_without_a_template_or_on_request(tok):
+    assert chat_layout(tok) == "chat" and chat_layout(tok, "plain") == "plain"
+    text, start = chat_sample(tok, "Q?", "A.", layout="plain")
+    assert text == PLAIN_LAYOUT.format(user="Q?") + "A." + tok.eos_token
+    assert text[:start] == chat_text(tok, "Q?", layout="plain") == "### Instruction\nQ?\n\n### Response\n"
+    plain_tok = make_tokenizer()
+    plain_tok.chat_template = None
+    assert chat_layout(plain_tok) == "plain"
+    with pytest.raises(ValueError, match="no chat template"):
+        chat_layout(plain_tok, "chat")
+    with pytest.raises(ValueError, match="must be one of"):
+        chat_layout(tok, "markdown")
