@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from mole_lsp.engine.prompts import CHAT_LAYOUTS
 from mole_lsp.lang.registry import PAPER_LANGUAGES
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -127,7 +128,7 @@ class TrainConfig:
             "method": ("mole", "alllang", "perlang", "full"),
             "init": ("pissa", "standard", "shared-last"),
             "too_long": ("truncate", "skip"),
-            "prompt_format": ("auto", "chat", "plain"),
+            "prompt_format": CHAT_LAYOUTS,
             "schedule": ("linear", "constant"),
             "precision": ("bf16", "fp32"),
         }

@@ -12,8 +12,9 @@ import torch
 from helpers import REPO_ROOT, make_rows, quiet, tiny_base_dir, tiny_train_config, write_jsonl
 from safetensors.torch import load_file
 
+from training.checkpoint import latest_checkpoint
 from training.config import TrainConfig
-from training.finetune import latest_checkpoint, run
+from training.finetune import run
 
 LANGS = ["python", "rust", "go"]
 

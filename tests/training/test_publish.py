@@ -13,10 +13,12 @@ from helpers import make_rows, quiet, tiny_base_dir, tiny_train_config, write_js
 from safetensors.torch import load_file
 
 from mole_lsp.engine.base_model import load_base_model, resolve_base_model
-from mole_lsp.packs.format import load_packs, sha256_file, write_index
+from mole_lsp.io import sha256_file
+from mole_lsp.packs.format import ADAPTERS, PackError, load_packs, write_index
 from mole_lsp.packs.store import PackStore
-from training.data import collate
-from training.finetune import push_to_hub, run
+from training.batching import collate
+from training.finetune import run
+from training.publish import merge_index, push_to_hub
 
 local_hub = hub_server.local_hub
 JOINT = ["python", "rust"]
@@ -115,3 +117,17 @@ def test_push_to_local_hub_then_install_with_pack_store(trained, local_hub, tmp_
     go = store2.expert_path("go")
     loaded = load_packs(fresh_base(setup), go.parent.parent, languages=["go"], base=res["identity"])
     assert loaded.languages == ["go"]
+
+
+def test_merge_index_keeps_experts_of_the_listed_core_only():
+    def core(sha):
+        return {"files": {ADAPTERS: {"sha256": sha}}}
+
+    remote = {"format": "x", "core": core("a"), "experts": {"rust": {"core_sha256": "a"}}}
+    added = merge_index(remote, {"experts": {"go": {"core_sha256": "a"}}})
+    assert sorted(added["experts"]) == ["go", "rust"] and added["core"] == core("a")
+    replaced = merge_index(remote, {"core": core("b"), "experts": {"go": {"core_sha256": "b"}}})
+    assert replaced["core"] == core("b") and sorted(replaced["experts"]) == ["go"]
+    with pytest.raises(PackError, match="another core"):
+        merge_index(remote, {"experts": {"go": {"core_sha256": "b"}}})
+    assert merge_index(None, {"core": core("a"), "experts": {}})["experts"] == {}

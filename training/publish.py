@@ -1,0 +1,107 @@
+"""What a finished run leaves behind: packs (or a full model folder) with provenance, and Hub uploads.
+
+- Adapter methods: ``OUT/packs`` (core + experts + index.json, :mod:`mole_lsp.packs.format`); alllang: a
+  core pack only; perlang: ``OUT/perlang/<lang>/packs`` per language. Full finetune: ``OUT/full-model``.
+- ``--push-to-hub REPO`` uploads a pack folder; index.json is merged with what the repository already
+  lists, so a language added later joins the jointly trained ones.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mole_lsp.core.model import NL_EXPERT
+from mole_lsp.io import atomic_write_json, read_json_object
+from mole_lsp.packs.format import (
+    ADAPTERS,
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX,
+    BaseIdentity,
+    PackError,
+    export_packs,
+)
+from training.config import TrainConfig
+from training.loop import Log, RunResult
+from training.methods import Prepared
+
+PACKS_DIR = "packs"
+FULL_MODEL_DIR = "full-model"
+PROVENANCE_FIELDS = ("method", "data", "languages", "lr", "beta1", "beta2", "weight_decay", "micro_batch",
+                     "grad_accum", "epochs", "max_steps", "warmup_ratio", "schedule", "max_length", "seed", "init",
+                     "precision", "min_code_fraction", "val_fraction", "split_seed")
+
+
+def provenance(cfg: TrainConfig, result: RunResult, n_train: int, extra: dict[str, Any] | None = None) -> dict:
+    """The training facts a pack manifest records (recipe, steps, samples, final validation loss)."""
+    d = {k: getattr(cfg, k) for k in PROVENANCE_FIELDS}
+    d.update(steps=result.steps, train_samples=n_train, final_val=result.final_val, trainer="training.finetune")
+    d.update(extra or {})
+    return d
+
+
+def export_run(prep: Prepared, tok: Any, ident: BaseIdentity, dest: Path, languages: Sequence[str],
+               prov: dict[str, Any]) -> Path:
+    """Packs (adapter methods) or a safetensors model folder (full finetune)."""
+    if prep.mole is None:
+        target = dest / FULL_MODEL_DIR
+        prep.model.save_pretrained(target, safe_serialization=True)
+        tok.save_pretrained(target)
+        return target
+    langs = list(languages) if prep.mole.config.r_expert else []
+    if prep.mole.config.nl_mode == "expert" and prep.mole.config.r_expert:
+        langs.append(NL_EXPERT)  # the ablation's NL expert is a pack of its own
+    return export_packs(prep.mole, dest / PACKS_DIR, ident, languages=langs if not prep.single_route else [],
+                        provenance=prov)
+
+
+def merge_index(remote: dict[str, Any] | None, local: dict[str, Any]) -> dict[str, Any]:
+    """What the repository lists after uploading ``local`` on top of ``remote``."""
+    merged = dict(remote or {"format": FORMAT, "format_version": FORMAT_VERSION, "core": None, "experts": {}})
+    merged["experts"] = dict(merged.get("experts") or {})
+    if local.get("core"):
+        old = merged.get("core")
+        merged["core"] = local["core"]
+        if old and old["files"][ADAPTERS]["sha256"] != local["core"]["files"][ADAPTERS]["sha256"]:
+            # Experts of the replaced core cannot load with the new one: stop listing them.
+            new_sha = local["core"]["files"][ADAPTERS]["sha256"]
+            merged["experts"] = {k: v for k, v in merged["experts"].items() if v.get("core_sha256") == new_sha}
+    merged["experts"].update(local.get("experts") or {})
+    core = merged.get("core")
+    for lang, entry in (local.get("experts") or {}).items():
+        if core is None or entry.get("core_sha256") != core["files"][ADAPTERS]["sha256"]:
+            raise PackError(f"expert {lang!r} was trained with another core than the one the repository lists")
+    return merged
+
+
+def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = print) -> str:
+    """create_repo + upload_folder of a pack repository folder; index.json merged with the remote one."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    from mole_lsp.paths import hub_endpoint
+
+    api = HfApi(endpoint=hub_endpoint())
+    api.create_repo(repo_id, exist_ok=True)
+    remote = None
+    try:
+        path = hf_hub_download(repo_id, INDEX, revision=revision, endpoint=hub_endpoint(), force_download=True)
+        remote = read_json_object(path)
+    except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError):
+        remote = None
+    local = read_json_object(folder / INDEX)
+    if local is None:
+        raise PackError(f"{folder}: no readable {INDEX} (not a pack repository folder)")
+    merged = merge_index(remote, local)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "repo"
+        shutil.copytree(folder, stage)
+        atomic_write_json(stage / INDEX, merged)
+        info = api.upload_folder(folder_path=str(stage), repo_id=repo_id, revision=revision,
+                                 commit_message=f"mole packs: {', '.join(sorted(merged['experts'])) or 'core'}")
+    log(f"pushed {folder} to {repo_id}@{revision}")
+    return str(getattr(info, "oid", None) or info)
