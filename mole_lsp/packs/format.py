@@ -22,8 +22,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +35,16 @@ from torch import nn
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.init import apply_residual
 from mole_lsp.core.model import MoleModel, attach_mole
+from mole_lsp.io import atomic_dir, sha256_file
 
 FORMAT = "mole-pack"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ADAPTERS = "adapters.safetensors"
 INDEX = "index.json"
-CORE_DIR = "core"
-EXPERTS_DIR = "experts"
+CORE_DIR = "core"  # folder of the core pack in a pack repository
+EXPERTS_DIR = "experts"  # folder holding one folder per expert pack, named by language id
+CORE_PACK = "core"  # the core pack's name where packs are listed next to languages (store listings)
 
 
 class PackError(ValueError):
@@ -97,14 +97,6 @@ def fingerprint_model(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # -- writing --------------------------------------------------------------------------------------------
 def _model_shape(mole: MoleModel) -> dict[str, Any]:
     cfg = getattr(mole.model, "config", None)
@@ -120,19 +112,11 @@ def _model_shape(mole: MoleModel) -> dict[str, Any]:
 def _write_pack(out: Path, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
     """Write atomically: a half-written pack is never visible under its final name."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / ADAPTERS),
                   metadata={"format": FORMAT})
         manifest["files"] = {ADAPTERS: {"sha256": sha256_file(tmp / ADAPTERS), "size": (tmp / ADAPTERS).stat().st_size}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -153,11 +137,13 @@ def _manifest(mole: MoleModel, kind: str, base: BaseIdentity, provenance: Mappin
 
 def export_core(mole: MoleModel, out_dir: str | os.PathLike, base: BaseIdentity,
                 provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write the core pack of ``mole`` (residuals, shared and NL adapters) to ``out_dir``."""
     return _write_pack(Path(out_dir), mole.adapter_tensors("core"), _manifest(mole, "core", base, provenance))
 
 
 def export_expert(mole: MoleModel, lang: str, out_dir: str | os.PathLike, base: BaseIdentity, core_sha256: str,
                   provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write the expert pack of ``lang`` to ``out_dir``, bound to the core whose adapters hash is ``core_sha256``."""
     if lang not in mole.slots:
         raise PackError(f"the model has no expert for {lang!r} (it has: {', '.join(mole.languages) or 'none'})")
     manifest = _manifest(mole, "expert", base, provenance)
@@ -227,6 +213,7 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_manifest(pack_dir: str | os.PathLike) -> dict[str, Any]:
+    """``manifest.json`` of a pack folder, with the fields every pack has; PackError saying why not."""
     path = Path(pack_dir) / MANIFEST
     if not path.exists():
         raise PackError(f"{pack_dir}: not a pack (no {MANIFEST})")
@@ -291,6 +278,7 @@ def _copy_into(dst: torch.Tensor, src: torch.Tensor, key: str, pack_dir: Path) -
 
 
 def core_sha256(manifest: Mapping[str, Any]) -> str:
+    """The sha256 that identifies a core pack (of its adapters file), as its experts record it."""
     return manifest["files"][ADAPTERS]["sha256"]
 
 
@@ -362,4 +350,5 @@ def load_packs(model: nn.Module, repo_dir: str | os.PathLike, languages: Iterabl
 
 
 def pack_size_mb(pack_dir: str | os.PathLike) -> float:
+    """Size of all files under ``pack_dir`` in MB (10^6 bytes)."""
     return sum(f.stat().st_size for f in Path(pack_dir).rglob("*") if f.is_file()) / 1e6

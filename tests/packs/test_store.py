@@ -15,6 +15,9 @@ from hub_server import LocalHub
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.model import attach_mole
+from mole_lsp.io import sha256_file
+from mole_lsp.packs.cache import InstalledPack
+from mole_lsp.packs.errors import OfflineError, StoreError
 from mole_lsp.packs.format import (
     ADAPTERS,
     MANIFEST,
@@ -24,16 +27,9 @@ from mole_lsp.packs.format import (
     load_core,
     load_expert,
     read_manifest,
-    sha256_file,
     write_index,
 )
-from mole_lsp.packs.store import (
-    InstalledPack,
-    OfflineError,
-    PackStore,
-    StoreError,
-    default_pack_repo,
-)
+from mole_lsp.packs.store import PackStore, default_pack_repo
 
 local_hub = hub_server.local_hub
 REPO = "mole-lsp/tiny-packs"
