@@ -15,6 +15,8 @@ NlMode = Literal["adapter", "expert"]
 
 @dataclass
 class MoleConfig:
+    """Ranks, scales, targets and init of the adapters; packs record it (``to_dict``) and restore it."""
+
     r_shared: int = field(default=48, metadata={"help": "Rank of the shared adapter every code token uses."})
     r_expert: int = field(default=16, metadata={"help": "Rank of each language expert (0 = shared only)."})
     r_nl: int | None = field(

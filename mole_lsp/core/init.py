@@ -47,6 +47,7 @@ def _assign(pair: LoraPair, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor) 
 
 @torch.no_grad()
 def init_pissa(layer: MoleLinear, seed: int = 0) -> None:
+    """PiSSA split: the adapters take the top singular components of the base weight, which keeps the rest."""
     cfg = layer.config
     r_s, r_e, big_r = cfg.r_shared, cfg.r_expert, cfg.r_code
     if big_r == 0:
@@ -78,7 +79,7 @@ def apply_residual(layer: MoleLinear, original: torch.Tensor) -> None:
         w = torch.addmm(w, layer.res_B.to(w.device), layer.res_A.to(w.device), alpha=-1.0)
     layer.base.weight.data.copy_(w.to(layer.base.weight.dtype))
     layer.unmerge()
-    layer._cache.clear()
+    layer.clear_cache()
 
 
 @torch.no_grad()
@@ -90,6 +91,7 @@ def init_lora(layer: MoleLinear, generator: torch.Generator | None = None) -> No
 
 @torch.no_grad()
 def init_lora_pair(pair: LoraPair, generator: torch.Generator | None = None) -> None:
+    """LoRA init of one pair: A ~ Kaiming-uniform, B = 0 (so the adapter starts as a no-op)."""
     bound = 1.0 / math.sqrt(pair.A.shape[1])  # kaiming_uniform with a=sqrt(5) on fan_in
     # Drawn on the CPU so one seed gives the same factors on every device.
     a = torch.empty(pair.A.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)

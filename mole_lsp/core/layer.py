@@ -40,6 +40,7 @@ class LoraPair(nn.Module):
         self.B = nn.Parameter(torch.zeros(out_features, r, dtype=dtype, device=device))
 
     def delta_weight(self) -> torch.Tensor:
+        """The pair's weight update ``scale * B @ A``."""
         return self.scale * (self.B @ self.A)
 
 
@@ -77,6 +78,7 @@ class MoleLinear(nn.Module):
 
     # -- experts ---------------------------------------------------------------------------------------
     def add_expert(self, lang: str) -> LoraPair | None:
+        """Add zero factors for ``lang``'s expert; None when experts have rank 0."""
         if not self.config.r_expert:
             return None
         pair = self._pair(self.config.r_expert, self.config.scale_expert, self.base.weight.device)
@@ -84,6 +86,7 @@ class MoleLinear(nn.Module):
         return pair
 
     def remove_expert(self, lang: str) -> None:
+        """Drop ``lang``'s expert factors and every cached or merged weight that used them."""
         if lang in self.experts:
             del self.experts[lang]
         self.clear_cache()
@@ -151,6 +154,7 @@ class MoleLinear(nn.Module):
         self._merged = (route, buf)
 
     def unmerge(self, free: bool = False) -> None:
+        """Leave the merged fast path; ``free`` also releases the merged weight buffer."""
         self._merged = None
         if free:
             self._merged_buf = None

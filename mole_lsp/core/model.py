@@ -28,6 +28,8 @@ NL_EXPERT = "nl"  # expert name used for NL tokens when config.nl_mode == "exper
 
 
 class MoleModel(nn.Module):
+    """A causal LM whose target linears are :class:`MoleLinear` layers sharing one routing state and slot list."""
+
     def __init__(self, model: nn.Module, config: MoleConfig, registry: Registry | None = None) -> None:
         super().__init__()
         self.model = model
@@ -62,6 +64,7 @@ class MoleModel(nn.Module):
     # -- languages ---------------------------------------------------------------------------------------
     @property
     def languages(self) -> list[str]:
+        """The languages with an expert slot (the NL expert excluded)."""
         return [s for s in self.slots if s != NL_EXPERT]
 
     def add_language(self, lang: str, init: str | None = None, generator: torch.Generator | None = None) -> None:
@@ -82,6 +85,7 @@ class MoleModel(nn.Module):
                 init_expert_like_pissa(layer, pair)
 
     def remove_language(self, lang: str) -> None:
+        """Drop ``lang``'s expert from every layer; the remaining slots keep their order."""
         if lang not in self.slots:
             return
         # Slots are positional: rebuild the list in place so every layer sees the new order.
@@ -110,6 +114,7 @@ class MoleModel(nn.Module):
         return self.slots[r] if r >= 0 else None
 
     def route_ids(self, labels: Sequence[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """Route id per fence-parser label (see :meth:`route_for`), as a long tensor on ``device``."""
         cache: dict[str, int] = {}
         ids = []
         for lb in labels:
@@ -120,6 +125,7 @@ class MoleModel(nn.Module):
 
     @contextlib.contextmanager
     def routing(self, route_ids: torch.Tensor) -> Iterator[None]:
+        """Inside the block, the wrapped layers route tokens by ``route_ids`` (for calling ``mole.model`` directly)."""
         self.state.set(route_ids, len(self.slots))
         yield
 

@@ -20,6 +20,7 @@ def _lora(pair: LoraPair, x: torch.Tensor, dropout: torch.nn.Module) -> torch.Te
 
 
 def reference_forward(layer: MoleLinear, x: torch.Tensor, route_ids: torch.Tensor) -> torch.Tensor:
+    """What ``layer(x)`` must return for these route ids, computed densely (tests compare against it)."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, layer.in_features)
     r = route_ids.reshape(-1, 1)

@@ -30,6 +30,8 @@ _KEY_PAD, _KEY_NL, _KEY_UNKNOWN = 0, 1, 2
 
 @dataclass(frozen=True)
 class Group:
+    """A run of tokens that take the same route, as a slice of the sorted non-pad tokens."""
+
     route: int  # ROUTE_NL, ROUTE_UNKNOWN or an expert slot
     start: int  # slice of the sorted non-pad tokens
     stop: int
@@ -37,6 +39,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Plan:
+    """How one forward pass's tokens are grouped by route."""
+
     n_tokens: int
     order: torch.Tensor | None  # indices of non-pad tokens sorted by group; None = identity (one group)
     groups: tuple[Group, ...]
@@ -58,6 +62,7 @@ def _route_of_key(key: int) -> int:
 
 
 def make_plan(route_ids: torch.Tensor, n_slots: int) -> Plan:
+    """Group the tokens of ``route_ids`` by route (pad tokens dropped), with one host sync."""
     flat = route_ids.reshape(-1)
     n = flat.numel()
     if n == 0:
@@ -93,11 +98,13 @@ class RoutingState:
         self._plan_key: tuple[int, int, int] | None = None
 
     def set(self, route_ids: torch.Tensor | None, n_slots: int) -> None:
+        """Route the next forward pass by ``route_ids`` (one per token; ``n_slots`` expert slots)."""
         self.route_ids = route_ids
         self.n_slots = n_slots
         self._plan = None
 
     def plan(self, n_tokens: int) -> Plan:
+        """The grouping of the current route ids, computed once per route-id tensor and reused by every layer."""
         if self.route_ids is None:
             raise RuntimeError(
                 "no routing set: call the MoleModel with route_ids=..., or use `with mole.routing(ids):`"
