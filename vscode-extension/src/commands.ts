@@ -3,13 +3,9 @@
  * No 'vscode' import: positions and ranges are plain LSP objects here.
  */
 import {
-  CMD_EXPLAIN,
-  CMD_INSTALL_PACK,
-  CMD_LIST_PACKS,
-  CMD_REMOVE_PACK,
-  CMD_STATUS,
-  CMD_TRANSLATE,
   COMMANDS,
+  type CMD_LIST_PACKS,
+  type CMD_STATUS,
   type CommandSignatures,
   type ExplainParams,
   type ExplainResult,
@@ -96,7 +92,6 @@ export function packArgs(languages: readonly string[]): PackListParams {
 
 export const listPacksParams = (): CommandSignatures[typeof CMD_LIST_PACKS]['params'] => ({});
 export const statusParams = (): CommandSignatures[typeof CMD_STATUS]['params'] => ({});
-export { CMD_EXPLAIN, CMD_INSTALL_PACK, CMD_LIST_PACKS, CMD_REMOVE_PACK, CMD_STATUS, CMD_TRANSLATE };
 
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes === null || bytes === undefined || !Number.isFinite(bytes) || bytes < 0) return '';
