@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import math
 import os
 import re
 import tomllib
@@ -41,7 +42,12 @@ _TAG_FORBIDDEN = re.compile(r"[\s,:{}`]")
 # Prefixes used by HTML-derived markdown (class="language-python").
 _TAG_PREFIXES = ("language-", "lang-")
 
-_FIELDS = {"id", "name", "vscode_ids", "aliases", "extensions", "fallback", "line_comment"}
+# Shebang interpreter names are looked up with version digits dropped (python3.12 -> python).
+_INTERPRETER = re.compile(r"[a-z_][a-z0-9_+-]*(?<![0-9])")
+
+_FIELDS = {
+    "id", "name", "vscode_ids", "aliases", "extensions", "fallback", "line_comment", "detect", "interpreters",
+}
 _REQUIRED = {"id", "name"}
 
 
@@ -58,6 +64,8 @@ class UnknownLanguageError(RegistryError, KeyError):
 
 @dataclass(frozen=True)
 class Language:
+    """One registry entry; the fields are documented in the header of ``packs/languages.toml``."""
+
     id: str
     name: str
     vscode_ids: tuple[str, ...] = ()
@@ -65,13 +73,18 @@ class Language:
     extensions: tuple[str, ...] = ()
     fallback: str | None = None
     line_comment: str | None = None
+    detect: tuple[tuple[str, float], ...] = ()  # detector features: (regex, weight)
+    interpreters: tuple[str, ...] = ()  # shebang interpreter names
 
     def __post_init__(self) -> None:
         # Accept lists from callers but keep the object hashable and immutable.
-        for field in ("vscode_ids", "aliases", "extensions"):
+        for field in ("vscode_ids", "aliases", "extensions", "interpreters"):
             value = getattr(self, field)
             if isinstance(value, list):
                 object.__setattr__(self, field, tuple(value))
+        if isinstance(self.detect, list):
+            pairs = (tuple(f) if isinstance(f, list) else f for f in self.detect)
+            object.__setattr__(self, "detect", tuple(pairs))
 
 
 def normalize_fence_tag(info: str) -> str:
@@ -109,6 +122,7 @@ class Registry:
         self._vscode: dict[str, str] = {}
         self._ext: dict[str, str] = {}
         self._names: dict[str, str] = {}
+        self._interpreters: dict[str, str] = {}
         for lang in langs:
             for tag in (lang.id, *lang.aliases):
                 _claim(self._fence, tag.lower(), lang.id, "fence alias")
@@ -116,6 +130,8 @@ class Registry:
                 _claim(self._vscode, vid.lower(), lang.id, "VS Code id")
             for ext in lang.extensions:
                 _claim(self._ext, ext.lower(), lang.id, "extension")
+            for interpreter in lang.interpreters:
+                _claim(self._interpreters, interpreter, lang.id, "interpreter")
         # resolve() accepts every kind of name, so they must be unambiguous together.
         for lang in langs:
             for name in (lang.id, lang.name, *lang.aliases, *lang.vscode_ids):
@@ -195,6 +211,10 @@ class Registry:
             pos = name.find(".", pos + 1)
         return None
 
+    def by_interpreter(self, name: str) -> str | None:
+        """Language id of a shebang interpreter name (already lower case, version digits dropped)."""
+        return self._interpreters.get(name)
+
     def resolve(self, name: str) -> str | None:
         """Language id from an id, fence alias, VS Code id or display name (case-insensitive)."""
         key = name.strip().lower()
@@ -247,6 +267,30 @@ def _check_language(lang: Language) -> None:
         raise RegistryError(f"{where}: a language cannot fall back to itself")
     if lang.line_comment is not None and (not isinstance(lang.line_comment, str) or not lang.line_comment):
         raise RegistryError(f"{where}: line_comment must be a non-empty string")
+    _check_detect(lang.detect, where)
+    for interpreter in lang.interpreters:
+        if not isinstance(interpreter, str) or not _INTERPRETER.fullmatch(interpreter):
+            raise RegistryError(
+                f"{where}: interpreter {interpreter!r} must be a lower-case name without version digits"
+            )
+
+
+def _check_detect(features: object, where: str) -> None:
+    """Detector features are (regex, weight) pairs: a pattern that compiles, a finite non-zero weight."""
+    if not isinstance(features, tuple):
+        raise RegistryError(f"{where}: detect must be a tuple of (regex, weight) pairs")
+    for i, feature in enumerate(features, 1):
+        if not (isinstance(feature, tuple) and len(feature) == 2 and isinstance(feature[0], str)):
+            raise RegistryError(f"{where}: detect feature #{i} must be a [regex, weight] pair, got {feature!r}")
+        pattern, weight = feature
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise RegistryError(f"{where}: detect feature #{i} {pattern!r} is not a valid regex: {exc}") from None
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or not weight:
+            raise RegistryError(
+                f"{where}: detect feature #{i} {pattern!r}: weight must be a non-zero number, got {weight!r}"
+            )
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -276,6 +320,12 @@ def _entry_to_language(entry: Any, where: str) -> Language:
             raise RegistryError(f"{where}: {key} must be a list of strings")
         return tuple(value)
 
+    def features() -> tuple[tuple[str, float], ...]:
+        value = entry.get("detect", [])
+        if not isinstance(value, list) or not all(isinstance(f, list) and len(f) == 2 for f in value):
+            raise RegistryError(f"{where}: detect must be a list of [regex, weight] pairs")
+        return tuple((f[0], f[1]) for f in value)
+
     lang = Language(
         id=text("id", False) or "",
         name=text("name", False) or "",
@@ -284,6 +334,8 @@ def _entry_to_language(entry: Any, where: str) -> Language:
         extensions=strings("extensions"),
         fallback=text("fallback", True),
         line_comment=text("line_comment", True),
+        detect=features(),
+        interpreters=strings("interpreters"),
     )
     try:
         _check_language(lang)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mole_lsp.lang.detect import detect_language, score_languages
-from mole_lsp.lang.registry import PAPER_LANGUAGES, RegistryError, load_registry
+from mole_lsp.lang.registry import PAPER_LANGUAGES, Registry, RegistryError, load_registry
 
 SNIPPETS: dict[str, list[str]] = {
     "python": [
@@ -197,10 +197,8 @@ def test_shebangs() -> None:
     assert detect_language("#!/bin/sh\nls\n", candidates=["python"]) is None
 
 
-def test_only_registry_languages_are_returned(tmp_path) -> None:
-    path = tmp_path / "languages.toml"
-    path.write_text('[[language]]\nid = "python"\nname = "Python"\n', encoding="utf-8")
-    small = load_registry(path)
+def test_only_registry_languages_are_returned() -> None:
+    small = Registry([load_registry().get("python")])  # Python's packaged entry, features included
     assert detect_language('fn main() {\n    println!("x");\n}\n', registry=small) is None
     assert detect_language("def f(x):\n    return x\n", registry=small)[0] == "python"
 
@@ -209,3 +207,29 @@ def test_accuracy_on_paper_languages() -> None:
     cases = [(lang, code) for lang in PAPER_LANGUAGES for code in SNIPPETS[lang]]
     right = sum(1 for lang, code in cases if (detect_language(code) or ("", 0))[0] == lang)
     assert right / len(cases) >= 0.95
+
+
+def test_a_new_language_is_one_registry_entry(tmp_path) -> None:
+    """Detection knows nothing per language: an entry with features and interpreters is enough."""
+    path = tmp_path / "languages.toml"
+    path.write_text(
+        '[[language]]\nid = "python"\nname = "Python"\n'
+        '[[language]]\nid = "mole"\nname = "Mole"\ninterpreters = ["molerun"]\n'
+        "detect = [\n  ['^\\s*burrow\\s+\\w+\\s*\\{', 3],\n  ['\\bdig!\\(', 2],\n  ['\\bdef\\s', -1],\n]\n",
+        encoding="utf-8",
+    )
+    reg = load_registry(path)
+    assert reg.get("mole").detect == ((r"^\s*burrow\s+\w+\s*\{", 3), (r"\bdig!\(", 2), (r"\bdef\s", -1))
+    code = "burrow tunnel {\n    dig!(3)\n    dig!(4)\n}\n"
+    result = detect_language(code, registry=reg)
+    assert result is not None and result[0] == "mole"
+    assert detect_language(code) is None  # the packaged registry has no such language
+    assert detect_language("#!/usr/bin/env molerun2\nx\n", registry=reg) == ("mole", 0.99)
+    assert detect_language(code, candidates=["python"], registry=reg) is None
+
+
+def test_packaged_features_compile_and_cover_the_paper_languages() -> None:
+    reg = load_registry()
+    assert all(reg.get(lang).detect for lang in PAPER_LANGUAGES)
+    assert reg.by_interpreter("python") == "python" and reg.by_interpreter("node") == "javascript"
+    assert reg.by_interpreter("cobol") is None

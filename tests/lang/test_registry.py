@@ -155,6 +155,9 @@ def test_language_accepts_lists_and_is_hashable() -> None:
     lang = Language("x", "X", ["x"], ["xx"], [".x"])
     assert lang.aliases == ("xx",)
     assert hash(lang) == hash(Language("x", "X", ("x",), ("xx",), (".x",)))
+    with_features = Language("x", "X", detect=[["x+", 2]], interpreters=["xr"])
+    assert with_features.detect == (("x+", 2),) and with_features.interpreters == ("xr",)
+    assert hash(with_features) == hash(Language("x", "X", detect=(("x+", 2),), interpreters=("xr",)))
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -184,6 +187,15 @@ def _lang(id: str, **kw) -> Language:
         ([_lang("a", aliases=("py thon",))], "without spaces"),
         ([_lang("a", extensions=("py",))], "'.ext'"),
         ([_lang("a", name=" ")], "name must be"),
+        ([_lang("a", detect=(("(", 1),))], "language 'a': detect feature #1 '\\(' is not a valid regex"),
+        ([_lang("a", detect=(("x", 0),))], "language 'a': .*weight must be a non-zero number"),
+        ([_lang("a", detect=(("x", True),))], "weight must be"),
+        ([_lang("a", detect=(("x", float("nan")),))], "weight must be"),
+        ([_lang("a", detect=(("x", "3"),))], "weight must be"),
+        ([_lang("a", detect=(("x",),))], r"\[regex, weight\] pair"),
+        ([_lang("a", interpreters=("Python",))], "interpreter 'Python' must be a lower-case name"),
+        ([_lang("a", interpreters=("python3",))], "without version digits"),
+        ([_lang("a", interpreters=("x",)), _lang("b", interpreters=("x",))], "interpreter 'x'"),
     ],
 )
 def test_invalid_registries(langs: list[Language], message: str) -> None:
@@ -228,6 +240,10 @@ def test_load_custom_file_both_layouts(tmp_path: Path) -> None:
         ('[language.a]\nid = "b"\nname = "A"\n', "different id"),
         ('lang = "x"\n', r"expected \[\[language\]\]"),
         ('[[language]]\nid = "a"\nname = "A"\nfallback = "z"\n', "fallback 'z'"),
+        ('[[language]]\nid = "a"\nname = "A"\ndetect = ["x"]\n', r"detect must be a list of \[regex, weight\]"),
+        ("[[language]]\nid = 'a'\nname = 'A'\ndetect = [['[a-', 1]]\n", r"language 'a'.*'\[a-' is not a valid regex"),
+        ("[[language]]\nid = 'a'\nname = 'A'\ndetect = [['a', 'b']]\n", "language 'a'.*weight must be"),
+        ('[[language]]\nid = "a"\nname = "A"\ninterpreters = "sh"\n', "interpreters must be a list"),
     ],
 )
 def test_malformed_files_name_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
