@@ -7,8 +7,11 @@ import pytest
 import torch
 from lsp_fixtures import load_tiny_base, tiny_world  # noqa: F401
 
-from mole_lsp.engine.engine import CancelToken, Engine, FolderPacks, resolve_document_language
+from mole_lsp.engine.decode import CancelToken
+from mole_lsp.engine.engine import Engine
+from mole_lsp.engine.language import resolve_document_language
 from mole_lsp.engine.prompts import completion_prompt
+from mole_lsp.engine.sources import FolderPacks
 from mole_lsp.lang.detok import token_labels
 
 
@@ -99,7 +102,7 @@ def test_merged_fast_path_gives_the_same_tokens(tiny_world):  # noqa: F811
         model, tok = load_tiny_base(tiny_world)
         e = Engine(model, tok, packs=FolderPacks(tiny_world.packs_dir))
         if not merge:
-            e._merge = lambda label: None  # type: ignore[method-assign]
+            e.experts.merge = lambda label: None  # type: ignore[method-assign]
         outs.append(e.complete("def f(x):\n    ", "", "python", max_new_tokens=10).text)
     assert outs[0] == outs[1]
 
@@ -177,8 +180,8 @@ def test_completion_on_an_indented_empty_line_heals_the_indentation(engine):
     r = engine.complete("def f(x):\n    ", "", "python", max_new_tokens=6)
     p = completion_prompt(engine.tokenizer, "def f(x):\n    ", "", "python")
     assert p.heal == "    "
-    texts = engine._token_texts()
-    assert all(t.startswith("    ") or "    ".startswith(t) for t in [texts[i] for i in engine._constrain(
+    texts = engine.decoder.healer.token_texts()
+    assert all(t.startswith("    ") or "    ".startswith(t) for t in [texts[i] for i in engine.decoder.healer.constrain(
         torch.zeros(1, len(texts)), "    ").isfinite().nonzero()[:, 1].tolist()])
     raw = engine.generate(p, mode="completion", language="python", max_new_tokens=6)
     assert raw.text.startswith("    ") or (raw.stop_reason != "max_tokens" and "    ".startswith(raw.text))
