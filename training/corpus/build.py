@@ -27,62 +27,46 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TextIO
 
+from mole_lsp.lang.plugins import feature, languages_with
+from mole_lsp.lang.plugins.mining import Corpus, Function, ParseError
 from mole_lsp.lang.registry import Registry, load_registry
-from training.corpus import extract as extract_mod
 from training.corpus.docs import looks_like_licence
+from training.corpus.extract import extract
 from training.corpus.samples import BUILDERS
 from training.corpus.sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header
 
 KINDS = ("doc2code", "code2doc", "fim")
 
-# Registry ids this builder can mine, and the grammar each file suffix needs. The registry decides
-# which files belong to a language; these are only parser choices.
-SUPPORTED = ("python", "java", "cpp", "c", "go", "rust", "javascript", "typescript")
-# libstdc++ ships template bodies in .tcc files and most headers without any suffix; the registry
-# maps .h to C. When mining C++ these are read with the C++ grammar anyway.
-_CPP_EXTRA_SUFFIXES = (".h", ".tcc")
-_CPP_MODE_LINE_RE = re.compile(r"-\*-\s*(?:mode:\s*)?c\+\+\s*-\*-", re.IGNORECASE)
-# A .h file is C by the registry, but many are C++: this keeps them out of a C corpus.
-_CPP_ONLY_RE = re.compile(
-    r"^\s*(?:namespace\s+[\w:]+\s*\{|template\s*<|class\s+\w+[^;(]*\{|using\s+namespace\b|"
-    r"extern\s+\"C\+\+\"|#include\s*<(?:iostream|string|vector|memory|utility|cstddef|cstdint)>)",
-    re.MULTILINE,
-)
-
-
 # --- per-language file plan ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LanguagePlan:
+    """Which files belong to the language being mined: the registry's extensions, plus what its plugin's
+    ``CORPUS`` claims or refuses."""
+
     language: str
     display: str
     registry: Registry
+    corpus: Corpus
 
     def wants(self, path: str) -> bool:
-        """Cheap name test; extensionless C++ headers are confirmed later by their mode line."""
+        """Cheap name test; files the plugin claims may still be refused by :meth:`accepts`."""
         owner = self.registry.by_path(path)
         if owner == self.language:
             return True
-        if self.language == "cpp":
-            name = PurePosixPath(path).name
-            return path.lower().endswith(_CPP_EXTRA_SUFFIXES) or ("." not in name and owner is None)
-        return False
+        return self.corpus.claims is not None and self.corpus.claims(path, owner)
 
-    def grammar(self, path: str, text: str) -> str | None:
-        """Grammar key for a file, or None when the file turns out not to be this language."""
-        lower = path.lower()
-        if self.language == "typescript":
-            return "tsx" if lower.endswith(".tsx") else "typescript"
-        if self.language == "cpp" and "." not in PurePosixPath(path).name:
-            first = text.split("\n", 2)[:2]
-            return "cpp" if any(_CPP_MODE_LINE_RE.search(ln) for ln in first) else None
-        if self.language == "c" and (_CPP_ONLY_RE.search(text) or any(_CPP_MODE_LINE_RE.search(ln)
-                                                                       for ln in text.split("\n", 2)[:2])):
-            return None
-        return self.language
+    def accepts(self, path: str, text: str) -> bool:
+        """False when the file turns out to be another language (a C++ header named .h)."""
+        return self.corpus.accepts is None or self.corpus.accepts(path, text)
+
+    @property
+    def hash_comments(self) -> bool:
+        """Whether licence headers may be ``#`` comments (the registry's line-comment marker)."""
+        return self.registry.get(self.language).line_comment == "#"
 
 
 # --- the builder ----------------------------------------------------------------------------------
@@ -143,9 +127,11 @@ def build_corpus(roots: Sequence[Path | str], language: str, out: TextIO, option
     opts = options or Options()
     reg = registry or load_registry()
     lang = reg.resolve(language)
-    if lang is None or lang not in SUPPORTED:
-        raise ValueError(f"unsupported language {language!r}; supported: {', '.join(SUPPORTED)}")
-    plan = LanguagePlan(lang, reg.get(lang).name, reg)
+    corpus = feature(lang, "CORPUS") if lang is not None else None
+    if not isinstance(corpus, Corpus):
+        supported = ", ".join(languages_with("CORPUS"))
+        raise ValueError(f"unsupported language {language!r}; supported: {supported}")
+    plan = LanguagePlan(lang, reg.get(lang).name, reg, corpus)
     stats = Stats(language=lang)
     started = time.perf_counter()
     seen: set[str] = set()
@@ -172,14 +158,13 @@ def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats,
     except SkipFile as skip:
         stats.skipped[skip.reason] += 1
         return 0
-    grammar = plan.grammar(cand.name, text)
-    if grammar is None:
+    if not plan.accepts(cand.name, text):
         stats.skipped["other_language"] += 1
         return 0
-    text = strip_licence_header(text, hash_comments=grammar == "python")
+    text = strip_licence_header(text, hash_comments=plan.hash_comments)
     try:
-        result = extract_mod.extract(text, grammar)
-    except extract_mod.ParseError:
+        result = extract(text, plan.language, cand.name)
+    except ParseError:
         stats.skipped["syntax_error"] += 1
         return 0
     except RecursionError:
@@ -221,7 +206,7 @@ def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats,
     return written
 
 
-def _keep(fn: extract_mod.Function, opts: Options, stats: Stats) -> bool:
+def _keep(fn: Function, opts: Options, stats: Stats) -> bool:
     lines = sum(1 for ln in fn.code.split("\n") if ln.strip())
     if lines < opts.min_lines:
         stats.dropped["tiny"] += 1
@@ -235,7 +220,7 @@ def _keep(fn: extract_mod.Function, opts: Options, stats: Stats) -> bool:
     return True
 
 
-def _sample(fn: extract_mod.Function, plan: LanguagePlan, opts: Options, rng: random.Random,
+def _sample(fn: Function, plan: LanguagePlan, opts: Options, rng: random.Random,
             stats: Stats) -> tuple[str, dict[str, str]] | None:
     """Pick a kind so that about ``fim_rate`` of all samples are FIM.
 

@@ -1,9 +1,10 @@
 """Doc-comment cleaning for the corpus builder: comment markers off, tags made readable, prose checks.
 
-Each language writes its documentation differently (Python docstrings, Javadoc/JSDoc/Doxygen blocks,
-Go ``//`` runs, Rust ``///`` markdown). Everything here turns a raw comment into plain prose that
-can stand as the question of a doc2code sample or the answer of a code2doc sample, or says that the
-comment is not prose at all (licence blocks, commented-out code, section markers).
+Each language writes its documentation differently; the language plugins' doc readers
+(``mole_lsp/lang/plugins``) pick the comments and use the shared pieces here: marker stripping,
+Javadoc/JSDoc/Doxygen tag rendering, length limits and the check that the result is prose that can
+stand as the question of a doc2code sample or the answer of a code2doc sample (not a licence block,
+commented-out code or a section marker).
 """
 
 from __future__ import annotations
@@ -69,19 +70,14 @@ def limit_length(text: str, limit: int = MAX_DOC_CHARS) -> str | None:
     return joined or None
 
 
-def _finish(text: str) -> str | None:
+def finish(text: str) -> str | None:
+    """Last step of every cleaner: squeeze blank lines, limit the length, keep fences closed; None
+    unless the result reads as prose."""
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     text = limit_length(text) or ""
     if text.count("```") % 2:  # an unterminated fence would swallow the rest of a sample as code
         text = text[: text.rfind("```")].rstrip()
     return text if is_prose(text) else None
-
-
-# --- Python -----------------------------------------------------------------------------------
-
-def clean_docstring(raw: str) -> str | None:
-    """Python docstring → prose (indentation normalised the way ``help()`` shows it)."""
-    return _finish(inspect.cleandoc(raw))
 
 
 # --- /** ... */ blocks: Javadoc, JSDoc, Doxygen ------------------------------------------------
@@ -114,7 +110,7 @@ _DROPPED_TAGS = {
 }
 
 
-def _inline_tags(text: str) -> str:
+def _inline_tags(text: str, snippet_tag: str | None) -> str:
     def repl(m: re.Match[str]) -> str:
         kind, content = m.group(1), m.group(2).strip()
         if kind.startswith("link"):
@@ -124,9 +120,10 @@ def _inline_tags(text: str) -> str:
         return f"`{content}`"
 
     text = re.sub(r"\{@inheritDoc\}\.?", "", text)  # points at another doc; says nothing itself
-    # JDK 18+ {@snippet lang=java : code } blocks become fenced code.
-    text = re.sub(r"\{@snippet[^:\n]*:[ \t]*\n(.*?)\n[ \t]*\}", lambda m: f"```java\n{m.group(1)}\n```",
-                  text, flags=re.DOTALL)
+    # JDK 18+ {@snippet lang=... : code } blocks become fenced code.
+    if snippet_tag is not None:
+        text = re.sub(r"\{@snippet[^:\n]*:[ \t]*\n(.*?)\n[ \t]*\}",
+                      lambda m: f"```{snippet_tag}\n{m.group(1)}\n```", text, flags=re.DOTALL)
     text = re.sub(r"\{*@\{|@\}\}*", "", text)  # Doxygen member groups
     text = re.sub(r"\{@return\s+([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}", r"Returns \1.", text)
     text = text.replace("{@docRoot}", "")
@@ -161,8 +158,11 @@ def _unindent_prose(lines: list[str]) -> list[str]:
     return out
 
 
-def clean_tagged_block(raw: str) -> str | None:
-    """Javadoc / JSDoc / Doxygen block → description plus readable parameter and return lines."""
+def clean_tagged_block(raw: str, snippet_tag: str | None = None) -> str | None:
+    """Javadoc / JSDoc / Doxygen block → description plus readable parameter and return lines.
+
+    ``snippet_tag``: fence tag for the code of Javadoc ``{@snippet ... :}`` blocks; None leaves them
+    to the generic inline-tag rule."""
     text = strip_block_markers(raw)
     # Doxygen formulas: @f$ inline @f$ and @f[ display @f] become TeX-style dollars, not tags.
     text = text.replace("@f$", "$").replace("\\f$", "$")
@@ -214,17 +214,17 @@ def clean_tagged_block(raw: str) -> str | None:
         else:  # dropped tags swallow their continuation lines too
             current = None
     # A <p> turned into a line break leaves the space that followed it.
-    desc = re.sub(r"(?m)^ (?=\S)", "", _inline_tags("\n".join(_unindent_prose(description)))).strip()
+    desc = re.sub(r"(?m)^ (?=\S)", "", _inline_tags("\n".join(_unindent_prose(description)), snippet_tag)).strip()
     if not is_prose(desc):
         return None
     parts = [desc]
     if params:
-        parts.append("Parameters:\n" + "\n".join(_inline_tags(p) for p in params))
+        parts.append("Parameters:\n" + "\n".join(_inline_tags(p, snippet_tag) for p in params))
     if returns:
-        parts.append("Returns: " + _inline_tags(" ".join(returns)))
+        parts.append("Returns: " + _inline_tags(" ".join(returns), snippet_tag))
     if throws:
-        parts.append("Throws:\n" + "\n".join(_inline_tags(t) for t in throws))
-    return _finish("\n\n".join(parts))
+        parts.append("Throws:\n" + "\n".join(_inline_tags(t, snippet_tag) for t in throws))
+    return finish("\n\n".join(parts))
 
 
 def block_description(cleaned: str) -> str:
@@ -232,7 +232,7 @@ def block_description(cleaned: str) -> str:
     return re.split(r"\n\n(?:Parameters:|Returns:|Throws:)", cleaned, maxsplit=1)[0].strip()
 
 
-# --- line-comment runs: Go //, Rust ///, C++ // and /// ----------------------------------------
+# --- line-comment runs (Go //, Rust ///, C++ // and ///, C# ///) --------------------------------
 
 def strip_line_markers(lines: list[str], marker: str) -> str:
     """Drop ``marker`` (and one following space) from each comment line, keep relative indentation."""
@@ -243,45 +243,6 @@ def strip_line_markers(lines: list[str], marker: str) -> str:
             s = s[len(marker):]
         out.append(s[1:] if s.startswith(" ") else s)
     return "\n".join(out).strip("\n")
-
-
-def clean_go(lines: list[str]) -> str | None:
-    """Go doc comment: a run of ``//`` lines; compiler directives such as ``//go:noinline`` are not doc."""
-    kept = [ln for ln in lines if not re.match(r"\s*//(?:go:|line |export |extern |lint:|nolint)", ln)]
-    text = strip_line_markers(kept, "//")
-    # Doc links [pkg.Name] read fine as prose; keep them.
-    return _finish(text)
-
-
-def clean_rust(lines: list[str]) -> str | None:
-    """Rust ``///`` markdown: drop the Examples section, tag untagged fences as rust."""
-    text = strip_line_markers(lines, "///")
-    out: list[str] = []
-    skipping = False
-    in_fence = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not in_fence and re.match(r"#{1,3} ", stripped):
-            skipping = stripped.lstrip("# ").lower().startswith("example")
-        if stripped.startswith("```"):
-            if not in_fence:
-                in_fence = True
-                if stripped == "```" and not skipping:
-                    line = line.replace("```", "```rust", 1)
-            else:
-                in_fence = False
-        elif in_fence and re.match(r"#(?: |$)", stripped):
-            continue  # hidden doctest lines
-        if not skipping:
-            out.append(line)
-    return _finish("\n".join(out))
-
-
-def clean_cpp_lines(lines: list[str]) -> str | None:
-    """C/C++ ``///`` or ``//`` runs; Doxygen tags inside them are handled like a block's."""
-    marker = "///" if all(ln.strip().startswith("///") for ln in lines) else "//"
-    text = strip_line_markers(lines, marker)
-    return clean_tagged_block("/**\n" + text + "\n*/")
 
 
 def first_sentence(doc: str) -> str:

@@ -7,10 +7,13 @@ module declares, as module-level names, only what it supports:
 - ``CORPUS``: how the corpus builder mines its source files (:mod:`mole_lsp.lang.plugins.mining`).
 - ``TOOLCHAIN`` and ``PROGRAM``: how evaluation compiles and runs a program in the sandbox, and how a
   HumanEval-X test program is assembled (:mod:`mole_lsp.lang.plugins.execution`).
+- ``RECOGNIZE``: an exact ``str -> bool`` test for untagged code that the detector tries before its
+  weighted features (JSON: it parses), for languages whose registry features cannot be sure.
 
 Plugins are plain Python without heavy imports at module level (tree-sitter grammars, compilers and
 the like are reached lazily), so asking what a language supports is cheap. Everything else asks the
-registry and these functions, never a hard-coded list of language ids.
+registry and these functions, never a hard-coded list of language ids. The checklist is
+``docs/ADD_A_LANGUAGE.md``.
 """
 
 from __future__ import annotations

@@ -3,5 +3,82 @@
 from __future__ import annotations
 
 # ---- corpus mining (CORPUS, read by training/corpus) ----------------------------------------------
+import ast
+import inspect
+import warnings
+from collections.abc import Iterator
+
+from mole_lsp.lang.plugins.mining import Corpus, FileResult, Function, ParseError, dedent
+
+
+def extract_functions(source: str) -> FileResult:
+    """Documented and undocumented functions of a Python file, read with ``ast``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escape sequences etc. in old files
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            raise ParseError(str(exc)) from exc
+    lines = source.split("\n")  # not splitlines(): form feeds would shift ast's line numbers
+    result = FileResult()
+    for node in _defs(tree):
+        fn = _function(node, lines)
+        if fn is not None:
+            result.functions.append(fn)
+    return result
+
+
+def _defs(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Module-level functions and methods (also of nested classes), not functions inside functions."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield child
+            elif isinstance(child, ast.ClassDef | ast.If | ast.Try | ast.With):
+                stack.append(child)
+
+
+def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> Function | None:
+    from training.corpus import docs
+
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    end = node.end_lineno or node.lineno
+    first_body = node.body[0]
+    if first_body.lineno == node.lineno:
+        return None  # one-line ``def f(): ...``
+    width = lines[node.lineno - 1][: node.col_offset]
+    text_lines = lines[start - 1 : end]
+    header_end = first_body.lineno - start  # index of the first body line within text_lines
+    raw_doc = ast.get_docstring(node, clean=False)
+    doc = summary = None
+    code_lines = list(text_lines)
+    hole_start = header_end
+    if raw_doc is not None:
+        ds_first = first_body.lineno - start
+        ds_last = (first_body.end_lineno or first_body.lineno) - start
+        code_lines = text_lines[:ds_first] + text_lines[ds_last + 1 :]
+        hole_start = ds_last + 1
+        # Indentation normalised the way ``help()`` shows a docstring.
+        doc = docs.finish(inspect.cleandoc(raw_doc))
+        summary = doc
+        if len(node.body) == 1:
+            return None  # nothing but a docstring: an abstract stub
+    # Comments between the header and the body belong to the body; the header is decorators + def.
+    signature = dedent("\n".join(text_lines[node.lineno - start : header_end]), width).strip()
+    return Function(
+        name=node.name,
+        text=dedent("\n".join(text_lines), width),
+        code=dedent("\n".join(code_lines), width),
+        doc=doc,
+        summary=summary,
+        signature=signature,
+        hole_lines=(hole_start, len(text_lines)),
+        line=start,
+    )
+
+
+CORPUS = Corpus(miner=extract_functions)
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------

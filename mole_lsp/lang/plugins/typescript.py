@@ -3,5 +3,13 @@
 from __future__ import annotations
 
 # ---- corpus mining (CORPUS, read by training/corpus) ----------------------------------------------
+from mole_lsp.lang.plugins.javascript import miner
+from mole_lsp.lang.plugins.mining import Corpus, Grammar
+
+# .tsx files need the TSX grammar of the same wheel.
+CORPUS = Corpus(
+    miner=miner(Grammar("tree_sitter_typescript", "language_typescript")),
+    by_suffix={".tsx": miner(Grammar("tree_sitter_typescript", "language_tsx"))},
+)
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------

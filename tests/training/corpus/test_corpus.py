@@ -308,7 +308,8 @@ def test_inherit_doc_and_issue_numbers_are_not_prose() -> None:
 
 def test_javadoc_snippets_become_fences_and_ts_arrows_are_functions() -> None:
     needs("typescript")
-    doc = docs.clean_tagged_block("/**\n * Opens it.\n * <p> Same as:\n * {@snippet lang=java :\n * open(null);\n * }\n */")
+    doc = docs.clean_tagged_block("/**\n * Opens it.\n * <p> Same as:\n * {@snippet lang=java :\n * open(null);\n * }\n */",
+                                 snippet_tag="java")
     assert doc == "Opens it.\n\nSame as:\n```java\nopen(null);\n```"
     ts = ("/**\n * Doubles every number of the list it receives.\n */\nexport const double =\n"
           "  (xs: number[]): number[] =>\n    xs.map((x) => x * 2)\n      .filter((x) => x > 0)\n")
