@@ -1,4 +1,4 @@
-"""The model side of the evaluation: pack settings and :data:`~training.eval.cli.Generate` callables
+"""The model side of the evaluation: pack settings and :data:`~training.eval.tasks.Generate` callables
 built on :class:`mole_lsp.engine.engine.Engine` (the server's generation engine; no second decoding loop).
 
 A *setting* is what a row of the paper's tables names: the base alone (No-FT), a pack repository
@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.eval.humaneval import BENCHMARK_LANGUAGES, TaskPrompt
+from training.eval.problems import BENCHMARK_LANGUAGES
+from training.eval.prompts import TaskPrompt
 
 BASE_ONLY = "No-FT"
 
@@ -123,7 +124,8 @@ class BaseLoader:
 
     def engine(self, pack_dir: Path | None) -> Any:
         """An engine on a copy of the base; ``pack_dir`` None = the base alone."""
-        from mole_lsp.engine.engine import Engine, FolderPacks
+        from mole_lsp.engine.engine import Engine
+        from mole_lsp.engine.sources import FolderPacks
 
         model = copy.deepcopy(self.model)
         packs = FolderPacks(pack_dir) if pack_dir is not None else None
@@ -143,7 +145,7 @@ class GenOptions:
 
 
 class EngineGenerate:
-    """A :data:`~training.eval.cli.Generate` callable for one setting.
+    """A :data:`~training.eval.tasks.Generate` callable for one setting.
 
     ``records`` gets one dict per generation, in the order of the prompts given (engine facts:
     stop reason, token counts, routes used, notes, timings), for the JSONL report.

@@ -1,6 +1,6 @@
-"""Evaluation reports in the paper's layout, from the JSONL rows ``training.eval.cli`` writes.
+"""Evaluation reports in the paper's layout, from the JSONL rows ``training.eval.runs`` writes.
 
-One row per generated sample (see :func:`training.eval.cli.sample_row`); the fields used here:
+One row per generated sample (see :func:`training.eval.runs.sample_row`); the fields used here:
 ``model`` (the table row: setting, plus mode/routing when not the default), ``task``
 (``synthesis``, ``summarization``, ``translation``), ``task_id``, ``language`` (of the tested code),
 ``source_language`` (translation), ``forced_expert`` (misassignment analysis), ``passed``, ``status``.
@@ -33,8 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.eval.humaneval import BENCHMARK_LANGUAGES
 from training.eval.passk import pass_at_k_table
+from training.eval.problems import BENCHMARK_LANGUAGES
 
 Row = Mapping[str, Any]
 TASKS = ("summarization", "synthesis", "translation")  # the paper's column order
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def _name(lang: str) -> str:
-    from training.eval.humaneval import display_name
+    from training.eval.problems import display_name
 
     try:
         return display_name(lang)
@@ -364,7 +364,7 @@ def write_report(rows: Sequence[Row], out_dir: str | Path, *, title: str = "Eval
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.eval_report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("jsonl", nargs="+", help="generations.jsonl files written by training.eval.cli")
+    ap.add_argument("jsonl", nargs="+", help="generations.jsonl files written by training.eval.runs")
     ap.add_argument("--out", required=True, help="folder for report.md, results.json and the heatmaps")
     ap.add_argument("--title", default="Evaluation")
     ap.add_argument("--no-heatmaps", action="store_true")

@@ -70,3 +70,71 @@ CORPUS = Corpus(
 )
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------
+import os  # noqa: E402 - this section follows the corpus section's code
+import re  # noqa: E402
+
+from mole_lsp.lang.plugins.execution import (  # noqa: E402
+    Build,
+    CodeOps,
+    Extra,
+    Lexicon,
+    Prelude,
+    Program,
+    Toolchain,
+    Verdicts,
+)
+
+# Standard headers most C++ test programs start with (HumanEval-X programs always do): precompiled once.
+PRELUDE = "".join(f"#include <{h}>\n" for h in (
+    "algorithm", "cassert", "climits", "cmath", "cstdio", "cstdlib", "cstring", "deque", "functional",
+    "iostream", "list", "map", "numeric", "queue", "set", "sstream", "stack", "string", "unordered_map",
+    "unordered_set", "utility", "vector")) + "using namespace std;\n"
+_FLAGS = ("-std=c++17", "-O0", "-w", "-fno-diagnostics-color")
+
+
+def _compile(b: Build) -> list[str]:
+    cmd = [b.compiler, *_FLAGS, "-o", "prog", "prog.cpp", "-lm"]
+    if b.pch_dir is not None:
+        cmd[1:1] = ["-I", str(b.pch_dir)]
+    if re.search(r"#\s*include\s*[<\"]openssl/", b.program):
+        cmd.append("-lcrypto")
+    return cmd
+
+
+TOOLCHAIN = Toolchain(
+    source="prog.cpp", packages="g++", compile=_compile, run=lambda b: ["./prog"], compile_tools=("g++",),
+    version=("g++", "-dumpfullversion"),
+    extras=(Extra("boost headers (apt: libboost-dev)", lambda: os.path.exists("/usr/include/boost/any.hpp")),
+            Extra("OpenSSL headers (apt: libssl-dev)", lambda: os.path.exists("/usr/include/openssl/md5.h"))),
+    prelude=Prelude(PRELUDE, _FLAGS),
+    verdicts=Verdicts(failure=("Assertion `",), memory=("std::bad_alloc",), location=re.compile(r"prog\.cpp:(\d+):")),
+)
+
+
+def _raw_string(text: str, i: int) -> tuple[int, int, int] | None:
+    """A raw string literal R"delim(...)delim" at ``i``."""
+    if text[i] != "R" or not text.startswith('R"', i) or (i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")):
+        return None
+    m = re.match(r'R"([^()\\\s]{0,16})\(', text[i:])
+    if m is None:
+        return None
+    end = text.find(")" + m.group(1) + '"', i + m.end())
+    end = len(text) if end < 0 else end
+    return i + m.end(), end, end + len(m.group(1)) + 2
+
+
+# A type (or modifier) before the name, a parameter list, then the body's brace.
+_PARAMS = r"\((?:[^;{}()]|\([^;{}()]*\))*\)"
+
+
+def _reconcile(context: str, code: str, masked: str, ops: CodeOps) -> tuple[str, str]:
+    return context, ops.remove_definitions(code, ["main"])  # the tests bring their own main
+
+
+PROGRAM = Program(
+    lexicon=Lexicon(starts=re.compile(r"//|/\*|[\"']|(?<![\w])R\""), raw_string=_raw_string),
+    definition=lambda name: re.compile(rf"[\w>\]&*][ \t\n]+[&*]*({name})[ \t]*{_PARAMS}[^;{{}}()=]*\{{"),
+    header_line=re.compile(r"^\s*(#\s*include\b.*|using\s+namespace\s+\w+\s*;)\s*$"),
+    assemble=lambda a, ops: PRELUDE + a.source + "\n" + a.test,
+    reconcile=_reconcile,
+)

@@ -125,3 +125,20 @@ CORPUS = Corpus(
 )
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------
+
+import re  # noqa: E402 - this section follows the corpus section's code
+
+from mole_lsp.lang.plugins.execution import Toolchain, Verdicts  # noqa: E402
+
+# Mono (Debian: mono-mcs): ``mcs`` compiles, ``mono`` runs. Tests assert with Debug.Assert (compiled in
+# with DEBUG), which only logs on Mono: the trace listener writes the failure to stderr, and the verdict
+# counts it as a failed test even though the program goes on and exits with status 0.
+TOOLCHAIN = Toolchain(
+    source="prog.cs", packages="mono-mcs", compile_tools=("mcs",), run_tool="mono",
+    compile=lambda b: [b.compiler, "-debug", "-d:DEBUG", "-warn:0", "-r:System.Numerics.dll", "-out:prog.exe",
+                       "prog.cs"],
+    run=lambda b: [b.interpreter, "--debug", "prog.exe"],
+    env={"MONO_TRACE_LISTENER": "Console.Error"}, version=("mcs", "--version"),
+    verdicts=Verdicts(failure=("DefaultTraceListener.Fail",), assertions_log=True,
+                      memory=("System.OutOfMemoryException",), location=re.compile(r"prog\.cs:(\d+)")),
+)

@@ -46,3 +46,35 @@ def miner(grammar: Grammar) -> TreeSitterMiner:
 CORPUS = Corpus(miner=miner(Grammar("tree_sitter_javascript")))
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------
+
+import re  # noqa: E402 - this section follows the corpus section's code
+
+from mole_lsp.lang.plugins.execution import Lexicon, NpmPackages, Program, Toolchain, Verdicts  # noqa: E402
+
+TOOLCHAIN = Toolchain(
+    source="prog.js", packages="nodejs", run_tool="node",
+    run=lambda b: [b.interpreter, f"--max-old-space-size={max(64, b.memory_mb // 2)}", "prog.js"],
+    env={"UV_THREADPOOL_SIZE": "2"}, version=("node", "--version"),
+    # HumanEval-X JavaScript/162 uses js-md5, pinned to the release current when the benchmark was written.
+    libraries=NpmPackages({"js-md5": "0.7.3"}),
+    verdicts=Verdicts(failure=("AssertionError",),
+                      memory=("heap out of memory", "Fatal process out of memory", "Fatal JavaScript invalid size"),
+                      location=re.compile(r"^\s*at (?!console\.assert\b).*?prog\.js:(\d+):\d+", re.M)),
+)
+
+# console.assert only logs; HumanEval-X's JavaScript tests rely on it, so make a false assertion fatal.
+_HEADER = ("console.assert = (cond, ...msg) => {\n"
+           "  if (!cond) { const e = new Error(['Assertion failed', ...msg].join(' ')); e.name = 'AssertionError'; throw e; }\n"
+           "};\n")
+_FUNCTION_VALUE = r"(?:async[ \t]*)?(?:function\b|\(|[A-Za-z_$][\w$]*[ \t]*=>)"  # a function, not any variable
+
+PROGRAM = Program(
+    lexicon=Lexicon(starts=re.compile(r"//|/\*|[\"'`/]"), char_literals=False, backtick="template",
+                    regex_literals=True),
+    definition=lambda name: re.compile(rf"\bfunction\b[ \t]*\*?[ \t]*({name})[ \t]*\(|"
+                                       rf"\b(?:const|let|var)[ \t]+({name})[ \t]*=[ \t]*{_FUNCTION_VALUE}"),
+    header_line=re.compile(r"^\s*(const|let|var)\s+\w+\s*=\s*require\(.*\)\s*;?\s*$"),
+    assemble=lambda a, ops: _HEADER + a.source + "\n" + a.test,
+    trailing_semicolon=True,
+    humanevalpack_config="js",
+)

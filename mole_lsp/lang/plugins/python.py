@@ -82,3 +82,69 @@ def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) ->
 CORPUS = Corpus(miner=extract_functions)
 
 # ---- execution (TOOLCHAIN and PROGRAM, read by training/eval) ----------------------------------------
+
+import re  # noqa: E402 - this section follows the corpus section's code
+
+from mole_lsp.lang.plugins.execution import Assembly, CodeOps, Lexicon, Program, Toolchain, Verdicts  # noqa: E402
+
+TOOLCHAIN = Toolchain(
+    source="prog.py", packages="python3", run_tool="python3",
+    run=lambda b: [b.interpreter, "-I", "-B", "prog.py"], version=("python3", "--version"),
+    verdicts=Verdicts(failure=("AssertionError",), memory=("MemoryError",),
+                      location=re.compile(r'File "[^"]*prog\.py", line (\d+)'), innermost_last=True),
+)
+
+# The imports the HumanEvalPack harness adds to every Python program.
+_HEADER = ("import math\nimport re\nimport sys\nimport copy\nimport heapq\nimport string\nimport itertools\n"
+           "import functools\nimport collections\nimport hashlib\nfrom typing import *\n\n")
+
+
+def _assemble(a: Assembly, ops: CodeOps) -> str:
+    # HumanEval's own format defines check(candidate) without calling it.
+    needs_call = re.search(r"^def check\(", a.test, re.M) and not re.search(r"^check\(", a.test, re.M)
+    call = f"\n\ncheck({a.entry_point})\n" if needs_call else ""
+    return _HEADER + a.source.rstrip("\n") + "\n\n" + a.test + call
+
+
+def _docstring(prompt: str) -> str:
+    """The last triple-quoted string of the prompt."""
+    blocks = re.findall(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', prompt, re.S)
+    return (blocks[-1][0] or blocks[-1][1]) if blocks else ""
+
+
+def _fix_body(code: str) -> str:
+    """Indent a body written at column 0 and stop at the first top-level statement after it (tests
+    or prints the model added)."""
+    lines = code.split("\n")
+    first = next((ln for ln in lines if ln.strip()), "")
+    if first and not first[0].isspace():
+        lines = [("    " + ln) if ln.strip() else ln for ln in lines]
+    seen_body = False
+    for i, ln in enumerate(lines):
+        if ln.strip() and not ln[0].isspace():
+            if seen_body:
+                return "\n".join(lines[:i]) + "\n"
+        elif ln.strip():
+            seen_body = True
+    return "\n".join(lines)
+
+
+def _reconcile(context: str, code: str, masked: str, ops: CodeOps) -> tuple[str, str]:
+    # A script's main block would run before the tests.
+    code = re.split(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", code, maxsplit=1, flags=re.M)[0]
+    return context, code
+
+
+PROGRAM = Program(
+    lexicon=Lexicon(starts=re.compile(r"[#'\"]"), line_comment="#", block_comments=False, triple_quotes=True,
+                    char_literals=False),
+    definition=lambda name: re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+({name})[ \t]*\(", re.M),
+    header_line=re.compile(r"^\s*(import\s+\S.*|from\s+\S+\s+import\s+.*)$"),
+    assemble=_assemble,
+    indented=True,
+    close_header="\n    pass\n",
+    entry_call=re.compile(r"^check\((\w+)\)", re.M),
+    docstring=_docstring,
+    fix_body=_fix_body,
+    reconcile=_reconcile,
+)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from lsp_fixtures import tiny_world  # noqa: F401
 
-from training.eval.execution import available_toolchains
 from training.eval.passk import pass_at_k
+from training.eval.toolchains import available_toolchains
 
 TOOLCHAINS = available_toolchains()
 
@@ -150,12 +150,14 @@ def test_automated_mode_and_sampling(tmp_path: Path, tiny_world) -> None:  # noq
     """Automated mode through the engine seam, and n samples per problem with pass@k aggregation."""
     import copy
 
-    from mole_lsp.engine.engine import Engine, FolderPacks
-    from training.eval.cli import RunPlan, run_setting
-    from training.eval.execution import Executor, Limits
-    from training.eval.humaneval import load_problems
+    from mole_lsp.engine.engine import Engine
+    from mole_lsp.engine.sources import FolderPacks
+    from training.eval.executor import Executor
     from training.eval.models import EngineGenerate, GenOptions, parse_packs
+    from training.eval.problems import load_problems
     from training.eval.report import aggregate
+    from training.eval.runs import RunPlan, run_setting
+    from training.eval.sandbox import Limits
 
     needs("python")
     from lsp_fixtures import load_tiny_base
@@ -268,7 +270,7 @@ def test_report_rendering_from_handmade_rows(tmp_path: Path) -> None:
 
 
 def test_parse_pairs() -> None:
-    from training.eval.cli import parse_pairs
+    from training.eval.runs import parse_pairs
 
     six = ["cpp", "go", "java", "javascript", "python", "rust"]
     assert len(parse_pairs(None, six)) == 30

@@ -10,12 +10,19 @@ import os
 import socket
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from training.eval import execution
-from training.eval.execution import Executor, Limits, Status, available_toolchains, sandbox_info
+from mole_lsp.lang.plugins import plugin
+from mole_lsp.lang.plugins.execution import NpmPackages
+from training.eval import sandbox
+from training.eval.executor import Executor
+from training.eval.libraries import npm_packages_dir
+from training.eval.sandbox import Limits, sandbox_info
+from training.eval.toolchains import available_toolchains, runner_languages
+from training.eval.verdicts import Status
 
 TOOLCHAINS = available_toolchains()
 
@@ -87,6 +94,15 @@ PROGRAMS: dict[str, tuple[str, str, str, str]] = {
         "#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() { let mut v: Vec<Vec<u8>> = Vec::new(); "
         "loop { v.push(vec![1u8; 1 << 24]); } }\n}\n",
     ),
+    "csharp": (
+        "using System.Diagnostics;\nclass Program {\n  static int Twice(int x) { return 2 * x; }\n"
+        "  static void Main() { Debug.Assert(Twice(21) == 42); }\n}\n",
+        "using System.Diagnostics;\nclass Program {\n  static int Twice(int x) { return x + 1; }\n"
+        "  static void Main() { Debug.Assert(Twice(21) == 42); }\n}\n",
+        "class Program {\n  static void Main() { long i = 0; while (true) { i++; } }\n}\n",
+        "using System.Collections.Generic;\nclass Program {\n  static void Main() {\n"
+        "    var l = new List<long[]>();\n    while (true) { l.Add(new long[1 << 20]); }\n  }\n}\n",
+    ),
 }
 
 
@@ -119,6 +135,18 @@ def test_compile_and_runtime_errors(executor: Executor) -> None:
         r = executor.run("cpp", "int main() { return undefined_name; }\n")
         assert r.status is Status.COMPILE_ERROR
         assert "undefined_name" in r.stderr and "error" in r.reason
+
+
+def test_csharp_verdicts(executor: Executor) -> None:
+    """Mono's Debug.Assert only logs a failure and goes on: the run still counts as a failed test.
+    Uncaught exceptions are runtime errors, and compile errors say what the compiler said."""
+    needs("csharp")
+    r = executor.run("csharp", PROGRAMS["csharp"][1])
+    assert r.exit_code == 0 and r.status is Status.FAILED and "test failed" in r.reason, (r.reason, r.stderr)
+    r = executor.run("csharp", "class Program {\n  static void Main() { throw new System.InvalidOperationException(\"boom\"); }\n}\n")
+    assert r.status is Status.RUNTIME_ERROR and "boom" in r.stderr, (r.status, r.reason, r.stderr)
+    r = executor.run("csharp", "class Program { static void Main() { return undefined_name; } }\n")
+    assert r.status is Status.COMPILE_ERROR and "undefined_name" in r.stderr and "error" in r.reason
 
 
 def test_output_limit(executor: Executor) -> None:
@@ -159,7 +187,7 @@ def test_rust_crates_for_benchmark_programs(executor: Executor) -> None:
 
 def _sandbox_uid_processes() -> list[str]:
     """Live processes (not zombies waiting for init to reap them) of any sandbox uid."""
-    base = execution._UID_BASE
+    base = sandbox.UID_BASE
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -169,13 +197,13 @@ def _sandbox_uid_processes() -> list[str]:
                     state = f.read().rpartition(b")")[2].split()[0]
             except OSError:
                 continue
-            if base <= uid < base + execution._UID_COUNT and state not in (b"Z", b"X"):
+            if base <= uid < base + sandbox.UID_COUNT and state not in (b"Z", b"X"):
                 found.append(f"{entry} (uid {uid}, state {state.decode()})")
     return found
 
 
 def _needs_uid_isolation() -> None:
-    if not execution._uid_switch_ok():
+    if not sandbox.uid_switch_ok():
         pytest.skip("fork-bomb containment needs root (samples run under throw-away uids): " + sandbox_info().user)
 
 
@@ -312,7 +340,7 @@ def test_temporary_directories_are_removed(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_toolchain_report() -> None:
-    assert set(TOOLCHAINS) == set(execution.RUNNERS)
+    assert set(TOOLCHAINS) == set(runner_languages())
     for lang, tc in TOOLCHAINS.items():
         assert tc.language == lang
         if tc.available:
@@ -339,8 +367,10 @@ def test_node_packages_are_copied_into_the_sample(tmp_path: Path, monkeypatch: p
     """Programs that require a listed npm package get a private copy (the cache itself may be
     unreachable for the sandbox uid). A package already in the cache is never fetched again."""
     needs("javascript")
-    monkeypatch.setattr(execution, "NODE_PACKAGES", {"mole-test-pkg": "1.0.0"})
-    pkg = execution.node_packages_dir(tmp_path) / "node_modules" / "mole-test-pkg"
+    js = plugin("javascript")
+    packages = NpmPackages({"mole-test-pkg": "1.0.0"})
+    monkeypatch.setattr(js, "TOOLCHAIN", replace(js.TOOLCHAIN, libraries=packages))
+    pkg = npm_packages_dir(packages, tmp_path) / "node_modules" / "mole-test-pkg"
     pkg.mkdir(parents=True)
     (pkg / "package.json").write_text('{"name": "mole-test-pkg", "version": "1.0.0", "main": "index.js"}')
     (pkg / "index.js").write_text("module.exports = (x) => x * 2;\n")

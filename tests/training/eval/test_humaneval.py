@@ -17,24 +17,29 @@ from pathlib import Path
 
 import pytest
 
-from training.eval.execution import Executor, Limits, Status, available_toolchains
-from training.eval.humaneval import (
+from training.eval.executor import Executor
+from training.eval.extract import extract_code
+from training.eval.lexer import mask
+from training.eval.problems import (
     Problem,
-    build_program,
-    clean_summary,
-    extract_code,
     load_file,
     load_problems,
-    mask,
     problem_from_record,
-    program_from_response,
     read_records,
     reference_code,
+)
+from training.eval.programs import build_program
+from training.eval.prompts import (
+    clean_summary,
+    program_from_response,
     summarization_prompt,
     summary_synthesis_prompt,
     synthesis_prompt,
     translation_prompt,
 )
+from training.eval.sandbox import Limits
+from training.eval.toolchains import available_toolchains
+from training.eval.verdicts import Status
 
 TOOLCHAINS = available_toolchains()
 
@@ -269,6 +274,20 @@ def test_language_filter_and_errors(tmp_path: Path) -> None:
     (tmp_path / "empty" / "notes.json").write_text('{"hello": "world"}')
     with pytest.raises(ValueError, match="no HumanEval"):
         load_problems(tmp_path / "empty")
+
+
+def test_benchmark_languages_come_from_the_plugins() -> None:
+    """The languages whose plugin assembles HumanEval-X programs are exactly the benchmark's six, in
+    registry order; languages that only run programs (C#) or none (C, TypeScript) declare no PROGRAM."""
+    from mole_lsp.lang.plugins import feature
+    from training.eval.problems import BENCHMARK_LANGUAGES
+
+    assert BENCHMARK_LANGUAGES == ("cpp", "go", "java", "javascript", "python", "rust")
+    for lang in ("c", "csharp", "typescript"):
+        assert feature(lang, "PROGRAM") is None
+    assert feature("csharp", "TOOLCHAIN") is not None
+    with pytest.raises(ValueError, match="no program builder"):
+        problem_from_record({"task_id": "C#/0", "prompt": "class A {\n", "test": ""})
 
 
 def test_load_humanevalpack_layouts(tmp_path: Path) -> None:
@@ -542,7 +561,7 @@ def test_problem_from_record_minimal() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation building blocks (training.eval.cli) with stand-in generators
+# Evaluation building blocks (training.eval.tasks) with stand-in generators
 
 
 def _oracle(prompts):
@@ -559,7 +578,7 @@ def _oracle(prompts):
 
 
 def test_evaluate_tasks_with_an_oracle(problems: dict[str, list[Problem]], executor: Executor) -> None:
-    from training.eval.cli import (
+    from training.eval.tasks import (
         evaluate_code_task,
         evaluate_summarization,
         pass_rates,
