@@ -1,67 +1,35 @@
 """Commands that generate: ``mole.explain`` and ``mole.translate``; plus ``mole.status``.
 
-Arguments follow :mod:`mole_lsp.server.protocol`: ``arguments`` is a list holding one object. Anything else
-is answered with a JSON-RPC InvalidParams error that says what is wrong.
+Arguments follow :mod:`mole_lsp.server.protocol` (parsed by :mod:`mole_lsp.server.arguments`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
-from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from mole_lsp.server import protocol
-from mole_lsp.server.app import MoleServer
-
-
-def single_argument(arguments: Any, command: str) -> Mapping[str, Any]:
-    """The one object a command takes (an empty object when no argument was sent)."""
-    if arguments is None or (isinstance(arguments, list | tuple) and len(arguments) == 0):
-        return {}
-    if not isinstance(arguments, list | tuple) or len(arguments) != 1 or not isinstance(arguments[0], Mapping):
-        raise JsonRpcInvalidParams(f"{command}: arguments must be a list holding one object")
-    return arguments[0]
-
-
-def _position(value: Any, what: str) -> types.Position:
-    if (not isinstance(value, Mapping) or not all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
-                                                  and value.get(k) >= 0 for k in ("line", "character"))):
-        raise JsonRpcInvalidParams(f"{what} must be {{line, character}} with non-negative integers")
-    return types.Position(line=value["line"], character=value["character"])
-
-
-def range_text(ls: MoleServer, args: Mapping[str, Any], command: str) -> tuple[Any, str]:
-    """The document and the text of ``args["range"]`` in it."""
-    doc = ls.document(args.get("uri"))
-    rng = args.get("range")
-    if not isinstance(rng, Mapping):
-        raise JsonRpcInvalidParams(f"{command}: range must be {{start, end}}")
-    start, end = _position(rng.get("start"), "range.start"), _position(rng.get("end"), "range.end")
-    a, b = doc.offset_at_position(start), doc.offset_at_position(end)
-    if b < a:
-        raise JsonRpcInvalidParams(f"{command}: range ends before it starts")
-    text = doc.source[a:b]
-    if not text.strip():
-        raise JsonRpcInvalidParams(f"{command}: the range is empty")
-    return doc, text
+from mole_lsp.server.arguments import range_text, single_argument
+from mole_lsp.server.state import MoleServer
 
 
 async def _run(ls: MoleServer, key: str, kind: str, language: str | None, call, *, uri: str | None,
                vscode_language_id: str | None) -> Any:
-    job = ls.begin_job(key, kind)
+    job = ls.jobs.begin(key, kind)
     try:
-        return await ls.generate(job, language, call, uri=uri, vscode_language_id=vscode_language_id)
+        return await ls.jobs.generate(job, language, call, uri=uri, vscode_language_id=vscode_language_id)
     except asyncio.CancelledError:
         job.token.cancel()
         raise
     finally:
-        ls.end_job(job)
+        ls.jobs.end(job)
 
 
 def register(server: MoleServer) -> None:
+    """Declare ``mole.explain``, ``mole.translate`` and ``mole.status``."""
+
     @server.command(protocol.CMD_EXPLAIN)
     async def explain(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
         args = single_argument(list(arguments), protocol.CMD_EXPLAIN)

@@ -14,8 +14,8 @@ import re
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from mole_lsp.engine.engine import GenerationResult
-from mole_lsp.server.app import MoleServer
+from mole_lsp.engine.decode import GenerationResult
+from mole_lsp.server.state import MoleServer
 
 _WORD_TAIL = re.compile(r"[\w$]*$")
 
@@ -33,7 +33,7 @@ async def complete_at(ls: MoleServer, uri: str, position: types.Position, kind: 
     text = doc.source
     prefix, suffix = text[:offset], text[offset:]
     language = ls.document_language(doc)
-    job = ls.begin_job(uri, kind)
+    job = ls.jobs.begin(uri, kind)
     try:
         delay = ls.settings.debounceMs / 1000
         if delay > 0:
@@ -42,20 +42,22 @@ async def complete_at(ls: MoleServer, uri: str, position: types.Position, kind: 
             ls.send_trace({"job": job.id, "kind": kind, "started": False, "stop_reason": "superseded"})
             return None, prefix
         s = ls.settings
-        result = await ls.generate(job, language, lambda engine, token: engine.complete(
+        result = await ls.jobs.generate(job, language, lambda engine, token: engine.complete(
             prefix, suffix, language, max_new_tokens=s.maxNewTokens, context_tokens=s.contextTokens,
             cancel=token), uri=uri, vscode_language_id=doc.language_id or None)
     except asyncio.CancelledError:  # $/cancelRequest: stop the generation between two tokens
         job.token.cancel()
         raise
     finally:
-        ls.end_job(job)
+        ls.jobs.end(job)
     if result is None or result.stop_reason == "cancelled":
         return None, prefix
     return result, prefix
 
 
 def register(server: MoleServer) -> None:
+    """Declare the inline completion and completion capabilities and their handlers."""
+
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: MoleServer, params: types.InlineCompletionParams
                                 ) -> types.InlineCompletionList:

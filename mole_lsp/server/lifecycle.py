@@ -7,10 +7,12 @@ import asyncio
 
 from lsprotocol import types
 
-from mole_lsp.server.app import MoleServer
+from mole_lsp.server.state import MoleServer
 
 
 def register(server: MoleServer) -> None:
+    """Declare the lifecycle handlers (initialize, initialized, configuration, shutdown)."""
+
     @server.feature(types.INITIALIZE)
     def initialize(ls: MoleServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_running_loop()
@@ -24,7 +26,7 @@ def register(server: MoleServer) -> None:
         if ls.options.preload:
             # In the background: initialize must not wait for a model, and a failure is reported
             # through showMessage/status, not as an unhandled task error.
-            ls.start_loading().add_done_callback(lambda f: f.cancelled() or f.exception())
+            ls.host.start_loading().add_done_callback(lambda f: f.cancelled() or f.exception())
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: MoleServer, params: types.DidChangeConfigurationParams) -> None:
@@ -32,7 +34,6 @@ def register(server: MoleServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: MoleServer, params: None) -> None:
-        for job in list(ls.jobs.values()):
-            job.token.cancel()
+        ls.jobs.cancel_all()
         ls.model_pool.shutdown(wait=False, cancel_futures=True)
         ls.io_pool.shutdown(wait=False, cancel_futures=True)

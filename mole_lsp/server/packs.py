@@ -9,25 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 
-from mole_lsp.engine.engine import Engine, FolderPacks
+from mole_lsp.engine.engine import Engine
+from mole_lsp.engine.sources import FolderPacks
+from mole_lsp.packs.format import CORE_PACK, EXPERTS_DIR
 from mole_lsp.server import protocol
-from mole_lsp.server.app import EngineUnavailable, MoleServer
-from mole_lsp.server.commands import single_argument
-
-
-def _languages(arguments: Any, command: str) -> list[str]:
-    args = single_argument(list(arguments), command)
-    langs = args.get("languages")
-    if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and x.strip() for x in langs):
-        raise JsonRpcInvalidParams(f"{command}: languages must be a non-empty list of language names")
-    return langs
+from mole_lsp.server.arguments import languages_argument, single_argument
+from mole_lsp.server.host import EngineUnavailable
+from mole_lsp.server.state import MoleServer
 
 
 async def _engine_or_errors(ls: MoleServer, langs: list[str]) -> tuple[Engine | None, dict[str, str]]:
     try:
-        return await ls.get_engine(), {}
+        return await ls.host.get_engine(), {}
     except EngineUnavailable as e:
         return None, {lang: f"the model is not loaded: {e}" for lang in langs}
 
@@ -56,15 +50,17 @@ def _store_pack_info(ls: MoleServer, lang: str, available: dict[str, Any], insta
 
 
 def register(server: MoleServer) -> None:
+    """Declare ``mole.installPack``, ``mole.removePack`` and ``mole.listPacks``."""
+
     @server.command(protocol.CMD_INSTALL_PACK)
     async def install_pack(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
-        langs = _languages(arguments, protocol.CMD_INSTALL_PACK)
+        langs = languages_argument(arguments, protocol.CMD_INSTALL_PACK)
         engine, errors = await _engine_or_errors(ls, langs)
         installed: list[str] = []
         if engine is None:
             return {"installed": installed, "errors": errors}
         store = engine.packs
-        report = ls.progress("mole-lsp: installing packs")
+        report = ls.new_progress("mole-lsp: installing packs")
         await report.begin(", ".join(langs))
         try:
             for raw in langs:
@@ -91,7 +87,7 @@ def register(server: MoleServer) -> None:
 
     @server.command(protocol.CMD_REMOVE_PACK)
     async def remove_pack(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
-        langs = _languages(arguments, protocol.CMD_REMOVE_PACK)
+        langs = languages_argument(arguments, protocol.CMD_REMOVE_PACK)
         engine, errors = await _engine_or_errors(ls, langs)
         removed: list[str] = []
         if engine is None:
@@ -115,11 +111,12 @@ def register(server: MoleServer) -> None:
     @server.command(protocol.CMD_LIST_PACKS)
     async def list_packs(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
         single_argument(list(arguments), protocol.CMD_LIST_PACKS)
-        engine = await ls.get_engine()
+        engine = await ls.host.get_engine()
         store = engine.packs
         if store is None or isinstance(store, FolderPacks):
             root = getattr(store, "root", None)
-            langs = sorted(p.name for p in (root / "experts").iterdir()) if root and (root / "experts").is_dir() else []
+            experts = root / EXPERTS_DIR if root else None
+            langs = sorted(p.name for p in experts.iterdir()) if experts and experts.is_dir() else []
             packs = [_pack_info(ls, x, installed=True, available=True, size=None, revision=None) for x in langs]
             return {"packs": packs, "offline": ls.is_offline(), "repo": str(root or ""), "revision": "local"}
 
@@ -129,6 +126,6 @@ def register(server: MoleServer) -> None:
             return available, installed, bool(store.offline), store.resolved_revision() or store.revision
 
         available, installed, offline, revision = await ls.run_io(gather)
-        langs = sorted((set(available) | set(installed)) - {"core"})
+        langs = sorted((set(available) | set(installed)) - {CORE_PACK})
         return {"packs": [_store_pack_info(ls, x, available, installed) for x in langs],
                 "offline": offline or ls.is_offline(), "repo": store.repo_id, "revision": revision}

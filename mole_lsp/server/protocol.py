@@ -70,6 +70,11 @@ COMMANDS = (CMD_EXPLAIN, CMD_TRANSLATE, CMD_INSTALL_PACK, CMD_REMOVE_PACK, CMD_L
 
 NOTIFY_STATUS = "mole/status"
 
+# Debug only, not part of the contract (see above; not mirrored in protocol.ts): the trace notification
+# and the environment variable that turns it on ("1").
+DEBUG_TRACE = "mole/trace"
+DEBUG_TRACE_ENV = "MOLE_LSP_TRACE"
+
 State = Literal["starting", "loading", "ready", "downloading", "generating", "error"]
 
 

@@ -2,14 +2,20 @@
 client, on the tiny random Llama, with tiny packs served by the local hub (tests/hub_server.py).
 
 Routing is asserted through ``mole/trace`` notifications (MOLE_LSP_TRACE=1), never through wording.
+
+Every test stands alone: tests on what the server downloads or caches start their own server on a fresh
+cache and hub; the others share one loaded server (``srv``), whose settings go back to ``OPTIONS`` after
+each test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 PY = "def fib(n):\n    if n < 2:\n        return n\n    return "
 RS = "fn main() {\n    let x = 1;\n    "
+OPTIONS = {"debounceMs": 0, "maxNewTokens": 8, "explainMaxNewTokens": 8}  # initializationOptions of srv
 
 
 class Harness:
@@ -134,27 +141,64 @@ async def until(cond, timeout: float = 120.0, what: str = "condition") -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture(scope="module")
-def hub(tiny_world):  # noqa: F811
+@contextlib.contextmanager
+def _pack_hub(world: Any) -> Any:
     with LocalHub() as h:
-        h.upload_folder(PACK_REPO, tiny_world.packs_dir)
+        h.upload_folder(PACK_REPO, world.packs_dir)
         h.clear_log()
         yield h
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("server-cache")
-    (root / "docs").mkdir()
-    return root
+def shared_hub(tiny_world):  # noqa: F811
+    """The hub of the shared server."""
+    with _pack_hub(tiny_world) as h:
+        yield h
+
+
+@pytest.fixture
+def hub(tiny_world):  # noqa: F811
+    """A hub of this test's own: its request log holds this test's downloads only."""
+    with _pack_hub(tiny_world) as h:
+        yield h
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    """This test's own cache folder: nothing is installed yet."""
+    (tmp_path / "docs").mkdir()
+    return tmp_path
+
+
+@contextlib.asynccontextmanager
+async def serving(hub: LocalHub | None, cache: Path, world: Any, options: dict[str, Any] | None = None,
+                  offline: bool = False) -> AsyncIterator[Harness]:
+    """A server of this test's own, stopped at the end."""
+    h = Harness(hub, cache, world, dict(options or OPTIONS), offline=offline)
+    h.init_result = await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def srv(hub, cache, tiny_world):  # noqa: F811
-    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 8, "explainMaxNewTokens": 8})
-    h.init_result = await h.start()
-    yield h
-    await h.stop()
+async def shared_srv(shared_hub, tmp_path_factory, tiny_world):  # noqa: F811
+    cache = tmp_path_factory.mktemp("server-cache")
+    (cache / "docs").mkdir()
+    async with serving(shared_hub, cache, tiny_world) as h:
+        # Loaded before any test uses it: no test depends on being the one that waited for the load.
+        await until(lambda: any(s["state"] in ("ready", "error") for s in h.statuses), what="model load")
+        yield h
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def srv(shared_srv):
+    """The shared server; the settings a test changed go back to ``OPTIONS`` afterwards."""
+    yield shared_srv
+    shared_srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"mole": dict(OPTIONS)}))
+    await shared_srv.command(protocol.CMD_STATUS)  # a round trip: the server has taken the settings
 
 
 # -- the main server ------------------------------------------------------------------------------------------
@@ -169,30 +213,33 @@ async def test_initialize_advertises_inline_completion_and_commands(srv):
     assert load and load[-1][-1].kind == "end"
 
 
-async def test_python_completion_uses_python_expert_and_downloads_lazily(srv):
-    uri = srv.open("a.py", "python", PY)
-    result = await srv.inline(uri, 3, 11)
-    assert result is not None and len(result.items) <= 1
-    trace = srv.generated("inline")[-1]
-    assert trace["language"] == "python" and trace["expert"] == "python"
-    assert set(trace["routes"]) == {"python"} and 0 < trace["new_tokens"] <= 8
-    assert srv.hub_expert_downloads() == {"python"}
-    status = await srv.command(protocol.CMD_STATUS)
-    assert _plain(status)["activeExpert"] == "python" and _plain(status)["baseOnly"] is False
+async def test_python_completion_uses_python_expert_and_downloads_lazily(hub, cache, tiny_world):  # noqa: F811
+    async with serving(hub, cache, tiny_world) as srv:
+        uri = srv.open("a.py", "python", PY)
+        result = await srv.inline(uri, 3, 11)
+        assert result is not None and len(result.items) <= 1
+        trace = srv.generated("inline")[-1]
+        assert trace["language"] == "python" and trace["expert"] == "python"
+        assert set(trace["routes"]) == {"python"} and 0 < trace["new_tokens"] <= 8
+        assert srv.hub_expert_downloads() == {"python"}
+        status = await srv.command(protocol.CMD_STATUS)
+        assert _plain(status)["activeExpert"] == "python" and _plain(status)["baseOnly"] is False
 
 
-async def test_rust_document_downloads_only_the_rust_folder(srv, cache):
-    before = set(srv.client.progress_reports)
-    uri = srv.open("main.rs", "rust", RS)
-    await srv.inline(uri, 2, 4)
-    trace = srv.generated("inline")[-1]
-    assert set(trace["routes"]) == {"rust"} and trace["expert"] == "rust"
-    assert srv.hub_expert_downloads() == {"python", "rust"}
-    cached = {p.parent.name for p in cache.rglob("experts/*/manifest.json")}
-    assert cached == {"python", "rust"}
-    new = [srv.client.progress_reports[t] for t in set(srv.client.progress_reports) - before]
-    assert any(r and r[0].kind == "begin" and "rust" in (r[0].message or "") for r in new)
-    assert any(r and r[-1].kind == "end" for r in new)
+async def test_rust_document_downloads_only_the_rust_folder(hub, cache, tiny_world):  # noqa: F811
+    async with serving(hub, cache, tiny_world) as srv:
+        await srv.inline(srv.open("a.py", "python", PY), 3, 11)  # a session that already used Python
+        before = set(srv.client.progress_reports)
+        uri = srv.open("main.rs", "rust", RS)
+        await srv.inline(uri, 2, 4)
+        trace = srv.generated("inline")[-1]
+        assert set(trace["routes"]) == {"rust"} and trace["expert"] == "rust"
+        assert srv.hub_expert_downloads() == {"python", "rust"}
+        cached = {p.parent.name for p in cache.rglob("experts/*/manifest.json")}
+        assert cached == {"python", "rust"}
+        new = [srv.client.progress_reports[t] for t in set(srv.client.progress_reports) - before]
+        assert any(r and r[0].kind == "begin" and "rust" in (r[0].message or "") for r in new)
+        assert any(r and r[-1].kind == "end" for r in new)
 
 
 async def test_status_names_the_document_its_languageid_and_expert(srv):
@@ -255,9 +302,9 @@ async def test_new_request_supersedes_the_running_one(srv):
     srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"mole": {"maxNewTokens": 1024}}))
     uri = srv.open("e.py", "python", "x = [")
-    n = len(srv.traces)
+    n, k = len(srv.traces), len(srv.statuses)
     first = asyncio.ensure_future(srv.inline(uri, 0, 5))
-    await until(lambda: any(s["state"] == "generating" for s in srv.statuses[-3:]), what="generation start")
+    await until(lambda: any(s["state"] == "generating" for s in srv.statuses[k:]), what="generation start")
     await asyncio.sleep(0.2)
     second = await srv.inline(uri, 0, 5)
     first_result = await first
@@ -265,13 +312,13 @@ async def test_new_request_supersedes_the_running_one(srv):
     runs = [t for t in srv.traces[n:] if t["kind"] == "inline" and t.get("started")]
     assert runs[0]["superseded"] and runs[0]["stop_reason"] == "cancelled" and runs[0]["new_tokens"] < 1024
     assert second is not None
-    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"mole": {"maxNewTokens": 8}}))
 
 
 async def test_cancel_request_stops_the_generation(srv):
     srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"mole": {"explainMaxNewTokens": 4096}}))
+    # Installed first: a download inside the generation would hold the state at "downloading".
+    await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]})
     uri = srv.open("f.py", "python", "print(1)\n")
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
     n = len(srv.traces)
@@ -286,8 +333,6 @@ async def test_cancel_request_stops_the_generation(srv):
     await until(lambda: any(t["kind"] == "explain" for t in srv.traces[n:]), what="trace")
     t = [t for t in srv.traces[n:] if t["kind"] == "explain"][0]
     assert t["stop_reason"] == "cancelled" and t["new_tokens"] < 4096
-    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"mole": {"explainMaxNewTokens": 8}}))
 
 
 @pytest.mark.parametrize("method,params,needle", [
@@ -323,24 +368,30 @@ async def test_bad_setting_is_reported_and_old_value_kept(srv):
     assert srv.generated("inline")[-1]["new_tokens"] <= 8
 
 
-async def test_pack_commands(srv, cache):
-    out = _plain(await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["js", "cobol"]}))
-    assert out["installed"] == ["javascript"] and "cobol" in out["errors"]
-    listing = _plain(await srv.command(protocol.CMD_LIST_PACKS))
-    assert listing["repo"] == PACK_REPO and listing["offline"] is False and len(listing["revision"]) == 40
-    packs = {p["language"]: p for p in listing["packs"]}
-    assert {"python", "rust", "javascript"} <= {k for k, p in packs.items() if p["installed"]}
-    assert packs["rust"]["sizeBytes"] > 0 and packs["rust"]["name"] == "Rust"
-    assert packs["rust"]["vscodeLanguageIds"] == ["rust"]
-    assert packs["javascript"]["vscodeLanguageIds"] == ["javascript", "javascriptreact"]
-    assert all(isinstance(p["vscodeLanguageIds"], list) for p in listing["packs"])
-    out = _plain(await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]}))
-    assert out == {"removed": ["javascript"], "errors": {}}
-    assert not list(cache.rglob("experts/javascript/manifest.json"))
+async def test_pack_commands(hub, cache, tiny_world):  # noqa: F811
+    async with serving(hub, cache, tiny_world) as srv:
+        # Python and Rust installed first, as after a session that used them.
+        await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python", "rust"]})
+        out = _plain(await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["js", "cobol"]}))
+        assert out["installed"] == ["javascript"] and "cobol" in out["errors"]
+        listing = _plain(await srv.command(protocol.CMD_LIST_PACKS))
+        assert listing["repo"] == PACK_REPO and listing["offline"] is False and len(listing["revision"]) == 40
+        packs = {p["language"]: p for p in listing["packs"]}
+        assert {"python", "rust", "javascript"} <= {k for k, p in packs.items() if p["installed"]}
+        assert packs["rust"]["sizeBytes"] > 0 and packs["rust"]["name"] == "Rust"
+        assert packs["rust"]["vscodeLanguageIds"] == ["rust"]
+        assert packs["javascript"]["vscodeLanguageIds"] == ["javascript", "javascriptreact"]
+        assert all(isinstance(p["vscodeLanguageIds"], list) for p in listing["packs"])
+        out = _plain(await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]}))
+        assert out == {"removed": ["javascript"], "errors": {}}
+        assert not list(cache.rglob("experts/javascript/manifest.json"))
 
 
-# -- other servers on the same cache -------------------------------------------------------------------------
-async def test_offline_uses_cached_packs_only(srv, hub, cache, tiny_world):  # noqa: F811
+# -- a server on a cache that an earlier server filled --------------------------------------------------------
+async def test_offline_uses_cached_packs_only(hub, cache, tiny_world):  # noqa: F811
+    async with serving(hub, cache, tiny_world) as online:
+        out = _plain(await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]}))
+        assert out == {"installed": ["python"], "errors": {}}
     hub.clear_log()
     h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4}, offline=True)
     await h.start()
@@ -348,7 +399,7 @@ async def test_offline_uses_cached_packs_only(srv, hub, cache, tiny_world):  # n
         uri = h.open("h.py", "python", PY)
         await h.inline(uri, 3, 11)
         assert set(h.generated("inline")[-1]["routes"]) == {"python"}
-        uri = h.open("i.js", "javascript", "let a = ")  # removed above, not cached: shared adapter only
+        uri = h.open("i.js", "javascript", "let a = ")  # not cached: shared adapter only
         await h.inline(uri, 0, 8)
         t = h.generated("inline")[-1]
         assert set(t["routes"]) == {"shared"} and t["expert"] is None
@@ -360,7 +411,10 @@ async def test_offline_uses_cached_packs_only(srv, hub, cache, tiny_world):  # n
         await h.stop()
 
 
-async def test_corrupted_cached_pack_is_refused_and_fetched_again(srv, hub, cache, tiny_world):  # noqa: F811
+async def test_corrupted_cached_pack_is_refused_and_fetched_again(hub, cache, tiny_world):  # noqa: F811
+    async with serving(hub, cache, tiny_world) as online:
+        out = _plain(await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["rust"]}))
+        assert out == {"installed": ["rust"], "errors": {}}
     blob = next(p for p in cache.rglob("experts/rust/adapters.safetensors")).resolve()
     data = bytearray(blob.read_bytes())
     data[-10:] = b"\0" * 10

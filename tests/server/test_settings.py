@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import torch
 
 from mole_lsp.engine.device import pick_device
 from mole_lsp.server.protocol import SETTINGS
@@ -51,9 +54,28 @@ def test_device_values(raw, clean):
     s = Settings()
     assert s.update({"device": raw}) == ({"device"} if clean != "auto" else set(), [])
     assert s.device == clean
-    # Every accepted value reaches the engine unchanged ("auto" is resolved there).
+    # Every accepted value reaches the engine unchanged ("auto" is resolved there) and names a torch device.
     if clean != "auto":
         assert pick_device(clean) == clean
+        device = torch.device(pick_device(clean))
+        assert device.type == clean.split(":")[0]
+        assert device.index == (int(clean.split(":")[1]) if ":" in clean else None)
+
+
+def test_auto_device_follows_torch(monkeypatch):
+    auto = pick_device("auto")
+    assert auto in ("cpu", "cuda", "mps")
+    assert (auto == "cuda") == torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    # An explicit device is taken as given, whatever torch says is available.
+    for device in ("cpu", "cuda", "cuda:1", "mps"):
+        assert pick_device(device) == device
 
 
 @pytest.mark.parametrize("raw", ["tpu", "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:0:1", "CUDA", "cuda 0", "mps:0",
@@ -75,6 +97,15 @@ def test_device_pattern_is_the_protocol_one():
 
     assert PATTERNS["device"][0].pattern == DEVICE_PATTERN
     assert "cuda:N" in SETTINGS["device"][2]
+    # The pattern itself (the extension's package.json uses it as a JSON-schema pattern) and the validator
+    # accept and refuse the same concrete values.
+    for value in ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:12", "mps"):
+        assert re.search(DEVICE_PATTERN, value) and PATTERNS["device"][0].fullmatch(value), value
+        assert validate("device", value) == (value, None)
+    for value in ("gpu", "cuda:", "cuda:x", "", "tpu", "cuda:-1", "cuda:0:1", "CPU", "mps:0", "cuda 1", "auto "):
+        assert re.search(DEVICE_PATTERN, value) is None and PATTERNS["device"][0].fullmatch(value) is None, value
+        if value.strip() == value:  # the validator strips surrounding blanks first
+            assert validate("device", value)[0] is None, value
 
 
 def test_integers_reject_bools_and_fractions():
