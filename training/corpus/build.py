@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mole_lsp.lang.plugins import feature, languages_with
+from mole_lsp.lang.plugins.doc_comments import looks_like_licence
 from mole_lsp.lang.plugins.mining import Corpus, Function, ParseError
 from mole_lsp.lang.registry import Registry, load_registry
-from training.corpus.docs import looks_like_licence
 from training.corpus.extract import extract
 from training.corpus.samples import BUILDERS
 from training.corpus.sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header

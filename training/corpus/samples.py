@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
+from mole_lsp.lang.plugins.doc_comments import first_sentence
 from mole_lsp.lang.plugins.mining import Function
-from training.corpus.docs import first_sentence
 
 HOLE = "<FILL_ME>"
 MAX_HOLE_LINES = 6

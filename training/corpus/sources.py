@@ -203,7 +203,7 @@ def strip_licence_header(text: str, hash_comments: bool = False) -> str:
     comment separated from the licence by a blank line survives, and so do shebang and coding/mode
     lines. ``hash_comments`` is for languages whose comments start with ``#``.
     """
-    from training.corpus.docs import looks_like_licence
+    from mole_lsp.lang.plugins.doc_comments import looks_like_licence
 
     out = text
     for start, end in reversed(_leading_comment_blocks(text, hash_comments)):

@@ -29,7 +29,7 @@ __all__ = ["feature", "languages_with", "module_name", "plugin"]
 
 _NON_IDENT = re.compile(r"[^a-z0-9_]")
 # Modules in this package that are APIs for plugins, not plugins.
-_API_MODULES = frozenset({"mining", "execution"})
+_API_MODULES = frozenset({"mining", "execution", "doc_comments"})
 
 
 def module_name(lang_id: str) -> str:

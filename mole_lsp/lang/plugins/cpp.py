@@ -41,7 +41,7 @@ def doc_reader(plain_ok: bool) -> DocReader:
     """C-family docs: a ``/** */`` block (any ``/* */`` when ``plain_ok``) or a ``//`` / ``///`` run."""
 
     def read(comments: list[str]) -> tuple[str | None, str | None] | None:
-        from training.corpus import docs
+        from mole_lsp.lang.plugins import doc_comments as docs
 
         if comments[-1].startswith("/*"):
             return javadoc_block(comments, plain_ok=plain_ok)

@@ -68,7 +68,7 @@ def _item(label: str, body: str) -> str:
 
 def clean_xml_doc(text: str) -> tuple[str | None, str | None] | None:
     """A C# XML documentation comment (markers already stripped) → (doc, summary)."""
-    from training.corpus import docs
+    from mole_lsp.lang.plugins import doc_comments as docs
 
     elements = [(tag.lower(), attrs, body) for tag, attrs, body in _ELEMENT.findall(text)]
     if elements:
@@ -97,7 +97,7 @@ def clean_xml_doc(text: str) -> tuple[str | None, str | None] | None:
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """``///`` XML documentation (a ``/** */`` block is read the same way)."""
-    from training.corpus import docs
+    from mole_lsp.lang.plugins import doc_comments as docs
 
     run = line_run(comments, "///", exclude=("////",))
     if run:

@@ -13,7 +13,7 @@ _DIRECTIVE = re.compile(r"\s*//(?:go:|line |export |extern |lint:|nolint)")
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """Go doc comment: the run of ``//`` lines above a declaration, directives left out."""
-    from training.corpus import docs
+    from mole_lsp.lang.plugins import doc_comments as docs
 
     run = line_run(comments, "//")
     if not run:

@@ -13,7 +13,7 @@ _HIDDEN_DOCTEST_LINE = re.compile(r"#(?: |$)")
 
 def clean_markdown(lines: list[str]) -> str | None:
     """Rust ``///`` markdown: drop the Examples section, tag untagged fences as rust."""
-    from training.corpus import docs
+    from mole_lsp.lang.plugins import doc_comments as docs
 
     text = docs.strip_line_markers(lines, "///")
     out: list[str] = []
@@ -39,7 +39,7 @@ def clean_markdown(lines: list[str]) -> str | None:
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """``///`` lines (not ``////``) or a ``/** */`` block; the summary stops at the first heading."""
-    from training.corpus import docs
+    from mole_lsp.lang.plugins import doc_comments as docs
 
     run = line_run(comments, "///", exclude=("////",))
     if run:

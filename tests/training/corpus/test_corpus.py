@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus import docs as docs
+from mole_lsp.lang.plugins import doc_comments as docs
 from training.corpus.build import Options, build_corpus, main, split_of
 from training.corpus.extract import extract
 from training.corpus.samples import HOLE, fim
