@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as tdist
 
+from mole_lsp.engine.device import pick_device
 from training.config import TrainConfig
 
 
@@ -52,12 +53,7 @@ def setup_dist(cfg: TrainConfig) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    want = cfg.device
-    if want == "auto":
-        # Not engine.device.pick_device: its "auto" may pick MPS, where bf16 autocast, DDP and exact resume
-        # are untested; training's "auto" stays CUDA-or-CPU (ask for "mps" explicitly to try it).
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(want)
+    device = torch.device(pick_device(cfg.device, mps=False))
     if device.type == "cuda":
         device = torch.device("cuda", local if world > 1 else (device.index or 0))
         torch.cuda.set_device(device)

@@ -13,13 +13,17 @@ import torch
 __all__ = ["configure_threads", "default_dtype", "pick_device"]
 
 
-def pick_device(device: str = "auto") -> str:
-    """``device`` itself, or for ``"auto"`` the best available: ``"cuda"``, ``"mps"`` or ``"cpu"``."""
+def pick_device(device: str = "auto", *, mps: bool = True) -> str:
+    """``device`` itself, or for ``"auto"`` the best available: ``"cuda"``, ``"mps"`` or ``"cpu"``.
+
+    ``mps=False`` leaves Apple's MPS out of ``"auto"`` (training: bf16 autocast, DDP and exact resume
+    are untested there; asking for ``"mps"`` explicitly still works).
+    """
     if device != "auto":
         return device
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
 

@@ -62,22 +62,6 @@ def test_device_values(raw, clean):
         assert device.index == (int(clean.split(":")[1]) if ":" in clean else None)
 
 
-def test_auto_device_follows_torch(monkeypatch):
-    auto = pick_device("auto")
-    assert auto in ("cpu", "cuda", "mps")
-    assert (auto == "cuda") == torch.cuda.is_available()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device("auto") == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert pick_device("auto") == "mps"
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device("auto") == "cpu"
-    # An explicit device is taken as given, whatever torch says is available.
-    for device in ("cpu", "cuda", "cuda:1", "mps"):
-        assert pick_device(device) == device
-
-
 @pytest.mark.parametrize("raw", ["tpu", "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:0:1", "CUDA", "cuda 0", "mps:0",
                                  "cpu,cuda", "", 0, None])
 def test_device_rejects_other_values(raw):
