@@ -68,11 +68,11 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, *, mode: int | No
 
 
 @contextmanager
-def atomic_dir(target: str | os.PathLike[str], *, replace: bool = True) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; on success it is renamed to ``target``.
 
-    On an exception the temporary folder is removed and ``target`` is untouched. With ``replace``, an
-    existing ``target`` is moved aside first and deleted after the rename.
+    On an exception the temporary folder is removed and ``target`` is untouched. An existing ``target``
+    is moved aside first and deleted after the rename.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def atomic_dir(target: str | os.PathLike[str], *, replace: bool = True) -> Itera
     try:
         yield tmp
         old = None
-        if replace and target.exists():
+        if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / target.name)
         os.replace(tmp, target)

@@ -7,6 +7,7 @@ the same losses as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from mole_lsp.io import atomic_dir, atomic_write_json, read_json_object
+from mole_lsp.io import atomic_dir, read_json_object
 from training.config import TrainConfig
 from training.methods import Prepared
 
@@ -50,8 +51,9 @@ def save_checkpoint(out: Path, step: int, prep: Prepared, opt: torch.optim.Optim
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())
         save_file(tensors, str(tmp / OPTIMIZER))
-        atomic_write_json(tmp / STATE, {"step": step, "param_groups": sd["param_groups"], "config": cfg.to_dict(),
-                                        **extra})
+        # The folder is renamed into place whole, so its files need no atomic write of their own.
+        state = {"step": step, "param_groups": sd["param_groups"], "config": cfg.to_dict(), **extra}
+        (tmp / STATE).write_text(json.dumps(state, indent=1))
     for old in sorted(root.glob("step-*"))[:-max(1, cfg.keep_checkpoints)]:
         shutil.rmtree(old, ignore_errors=True)
     return final

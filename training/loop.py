@@ -26,7 +26,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mole_lsp.io import atomic_write_text
 from training.batching import collate, plan_epoch
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -101,7 +100,7 @@ class Metrics:
             path.write_text("")
         elif path.exists():  # drop what an interrupted run logged after its last checkpoint
             keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_text(path, "".join(x + "\n" for x in keep))
+            path.write_text("".join(x + "\n" for x in keep))
 
     def write(self, **row: Any) -> None:
         if self.enabled:

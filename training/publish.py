@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mole_lsp.core.model import NL_EXPERT
-from mole_lsp.io import atomic_write_json, read_json_object
+from mole_lsp.io import read_json_object
 from mole_lsp.packs.format import (
     ADAPTERS,
     FORMAT,
@@ -90,7 +91,8 @@ def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = p
     remote = None
     try:
         path = hf_hub_download(repo_id, INDEX, revision=revision, endpoint=hub_endpoint(), force_download=True)
-        remote = read_json_object(path)
+        # Not read_json_object: an unreadable remote index must stop the push, not be replaced by ours.
+        remote = json.loads(Path(path).read_text(encoding="utf-8"))
     except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError):
         remote = None
     local = read_json_object(folder / INDEX)
@@ -100,7 +102,7 @@ def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = p
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "repo"
         shutil.copytree(folder, stage)
-        atomic_write_json(stage / INDEX, merged)
+        (stage / INDEX).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")  # a throw-away copy
         info = api.upload_folder(folder_path=str(stage), repo_id=repo_id, revision=revision,
                                  commit_message=f"mole packs: {', '.join(sorted(merged['experts'])) or 'core'}")
     log(f"pushed {folder} to {repo_id}@{revision}")
