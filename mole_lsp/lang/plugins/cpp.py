@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from mole_lsp.lang.plugins import doc_comments as docs
 from mole_lsp.lang.plugins.mining import (
     JAVADOC_SNIPPET_TAG,
     Corpus,
@@ -41,8 +42,6 @@ def doc_reader(plain_ok: bool) -> DocReader:
     """C-family docs: a ``/** */`` block (any ``/* */`` when ``plain_ok``) or a ``//`` / ``///`` run."""
 
     def read(comments: list[str]) -> tuple[str | None, str | None] | None:
-        from mole_lsp.lang.plugins import doc_comments as docs
-
         if comments[-1].startswith("/*"):
             return javadoc_block(comments, plain_ok=plain_ok)
         run = line_run(comments, "//", exclude=("//!",))

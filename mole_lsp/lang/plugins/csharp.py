@@ -7,6 +7,7 @@ import html
 import re
 import textwrap
 
+from mole_lsp.lang.plugins import doc_comments as docs
 from mole_lsp.lang.plugins.mining import Corpus, Grammar, TreeSitterMiner, line_run
 
 # Top-level XML doc elements; <example>, <seealso>, <value>, <include> and the like are not used.
@@ -68,8 +69,6 @@ def _item(label: str, body: str) -> str:
 
 def clean_xml_doc(text: str) -> tuple[str | None, str | None] | None:
     """A C# XML documentation comment (markers already stripped) → (doc, summary)."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     elements = [(tag.lower(), attrs, body) for tag, attrs, body in _ELEMENT.findall(text)]
     if elements:
         parts = (_inline(body) for tag, _, body in elements if tag in ("summary", "remarks"))
@@ -97,8 +96,6 @@ def clean_xml_doc(text: str) -> tuple[str | None, str | None] | None:
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """``///`` XML documentation (a ``/** */`` block is read the same way)."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     run = line_run(comments, "///", exclude=("////",))
     if run:
         return clean_xml_doc(docs.strip_line_markers(run, "///"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 # ---- corpus mining (CORPUS, read by training/corpus) ----------------------------------------------
 import re
 
+from mole_lsp.lang.plugins import doc_comments as docs
 from mole_lsp.lang.plugins.mining import Corpus, Grammar, TreeSitterMiner, line_run
 
 # Compiler and tool directives are not documentation.
@@ -13,8 +14,6 @@ _DIRECTIVE = re.compile(r"\s*//(?:go:|line |export |extern |lint:|nolint)")
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """Go doc comment: the run of ``//`` lines above a declaration, directives left out."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     run = line_run(comments, "//")
     if not run:
         return None

@@ -4,8 +4,8 @@ The corpus builder (``training/corpus``) is generic: it finds a language's files
 then asks the plugin's :class:`Corpus` how to find documented functions in them. Most languages
 describe a tree-sitter grammar with data (:class:`TreeSitterMiner`) plus a doc-comment reader; a
 language may instead give a plain function from source text to :class:`FileResult` (Python uses
-``ast``). Doc readers clean prose with :mod:`mole_lsp.lang.plugins.doc_comments`. tree-sitter itself is only imported by the
-builder, when it parses.
+``ast``). Doc readers clean prose with :mod:`mole_lsp.lang.plugins.doc_comments` (standard library
+only). tree-sitter itself is only imported by the builder, when it parses.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+from mole_lsp.lang.plugins import doc_comments as docs
 
 __all__ = [
     "JAVADOC_SNIPPET_TAG",
@@ -165,8 +167,6 @@ def line_run(comments: list[str], prefix: str, exclude: tuple[str, ...] = ()) ->
 
 def javadoc_block(comments: list[str], plain_ok: bool = False) -> tuple[str | None, str | None] | None:
     """Nearest comment must be a ``/** */`` block (or ``/*!``; a plain ``/* */`` too when ``plain_ok``)."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     raw = comments[-1]
     if not raw.startswith("/*") or raw.startswith("/**/"):
         return None

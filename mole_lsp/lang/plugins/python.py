@@ -8,6 +8,7 @@ import inspect
 import warnings
 from collections.abc import Iterator
 
+from mole_lsp.lang.plugins import doc_comments as docs
 from mole_lsp.lang.plugins.mining import Corpus, FileResult, Function, ParseError, dedent
 
 
@@ -41,8 +42,6 @@ def _defs(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
 
 
 def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> Function | None:
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     start = min([node.lineno] + [d.lineno for d in node.decorator_list])
     end = node.end_lineno or node.lineno
     first_body = node.body[0]

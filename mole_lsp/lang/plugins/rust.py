@@ -5,6 +5,7 @@ from __future__ import annotations
 # ---- corpus mining (CORPUS, read by training/corpus) ----------------------------------------------
 import re
 
+from mole_lsp.lang.plugins import doc_comments as docs
 from mole_lsp.lang.plugins.mining import Corpus, Grammar, TreeSitterMiner, line_run
 
 _HEADING = re.compile(r"#{1,3} ")
@@ -13,8 +14,6 @@ _HIDDEN_DOCTEST_LINE = re.compile(r"#(?: |$)")
 
 def clean_markdown(lines: list[str]) -> str | None:
     """Rust ``///`` markdown: drop the Examples section, tag untagged fences as rust."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     text = docs.strip_line_markers(lines, "///")
     out: list[str] = []
     skipping = False
@@ -39,8 +38,6 @@ def clean_markdown(lines: list[str]) -> str | None:
 
 def read_doc(comments: list[str]) -> tuple[str | None, str | None] | None:
     """``///`` lines (not ``////``) or a ``/** */`` block; the summary stops at the first heading."""
-    from mole_lsp.lang.plugins import doc_comments as docs
-
     run = line_run(comments, "///", exclude=("////",))
     if run:
         doc = clean_markdown(run)
