@@ -16,13 +16,15 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from mole_lsp.engine.prompts import CHAT_LAYOUTS
 from mole_lsp.lang.registry import PAPER_LANGUAGES
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+# Presets are package data (pyproject.toml), read as resources so an installed wheel finds them too.
+PRESETS = files("training") / "presets"
 
 Method = Literal["mole", "alllang", "perlang", "full"]
 Init = Literal["pissa", "standard", "shared-last"]
@@ -148,12 +150,17 @@ class TrainConfig:
 
 
 # -- presets and files --------------------------------------------------------------------------------------
-def preset_path(name: str) -> Path:
-    path = PRESET_DIR / f"{name}.toml"
-    if not path.exists():
-        have = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(have)}")
-    return path
+def preset_names() -> list[str]:
+    """The presets shipped with the package (``paper``, ``quick``, ...)."""
+    return sorted(p.name.removesuffix(".toml") for p in PRESETS.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The settings of the preset ``name``; ValueError naming the available ones when there is none."""
+    res = PRESETS / f"{name}.toml"
+    if not res.is_file():
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    return _read_toml_text(res.read_text(encoding="utf-8"), f"preset {name}")
 
 
 def _flatten(d: dict[str, Any], where: str) -> dict[str, Any]:
@@ -171,11 +178,15 @@ def _flatten(d: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    raw = tomllib.loads(Path(path).read_text())
+    return _read_toml_text(Path(path).read_text(), str(path))
+
+
+def _read_toml_text(text: str, where: str) -> dict[str, Any]:
+    raw = tomllib.loads(text)
     values: dict[str, Any] = {}
     if "preset" in raw:
-        values.update(read_toml(preset_path(raw["preset"])))
-    values.update(_flatten(raw, str(path)))
+        values.update(read_preset(raw["preset"]))
+    values.update(_flatten(raw, where))
     return values
 
 
@@ -237,7 +248,7 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.preset:
-        values.update(read_toml(preset_path(args.preset)))
+        values.update(read_preset(args.preset))
     if args.config:
         values.update(read_toml(args.config))
     for f in fields(TrainConfig):
