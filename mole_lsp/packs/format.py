@@ -237,9 +237,11 @@ def verify_pack(pack_dir: str | os.PathLike, *, kind: str | None = None, languag
     if language and m.get("language") != language:
         raise PackError(f"{pack_dir}: expected the {language!r} expert, found {m.get('language')!r}")
     for name, meta in m["files"].items():
-        f = pack_dir / name
+        f = _pack_file(pack_dir, name)
         if not f.exists():
             raise PackError(f"{pack_dir}: file {name} is missing")
+        if not f.is_file():
+            raise PackError(f"{pack_dir}: {name} is not a regular file")
         size = f.stat().st_size
         if size != meta["size"]:
             what = "truncated" if size < meta["size"] else "larger than recorded"
@@ -260,6 +262,34 @@ def verify_pack(pack_dir: str | os.PathLike, *, kind: str | None = None, languag
     return m
 
 
+def _pack_file(pack_dir: Path, name: Any) -> Path:
+    """The file a manifest names, refused unless it is a plain relative name that stays in ``pack_dir``.
+
+    A manifest is data from the pack's publisher: ``../``, absolute names or links leaving the folder
+    would make verifying it read any file. The one link allowed out is huggingface_hub's cache layout
+    (``snapshots/<commit>/...`` links to the same repository's ``blobs/``)."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if not parts or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        raise PackError(f"{pack_dir}: manifest lists an invalid file name {name!r} (plain relative names only)")
+    f = pack_dir / name
+    root = pack_dir.resolve()
+    folder = f.parent.resolve()
+    if not folder.is_relative_to(root):
+        raise PackError(f"{pack_dir}: manifest file {name!r} lies outside the pack folder")
+    if f.is_symlink():
+        target = f.resolve()
+        if not (target.is_relative_to(root) or _is_hub_blob(target, root)):
+            raise PackError(f"{pack_dir}: manifest file {name!r} links outside the pack folder")
+    return f
+
+
+def _is_hub_blob(target: Path, root: Path) -> bool:
+    """Whether ``target`` is a blob of the huggingface_hub cache repository whose snapshot holds ``root``."""
+    snapshots = next((a for a in root.parents if a.name == "snapshots"), None)
+    return (snapshots is not None and target.parent.name == "blobs"
+            and target.parent.parent == snapshots.parent)
+
+
 def _load_tensors(pack_dir: Path, expected: Iterable[str]) -> dict[str, torch.Tensor]:
     try:
         tensors = load_file(str(pack_dir / ADAPTERS))
@@ -271,10 +301,9 @@ def _load_tensors(pack_dir: Path, expected: Iterable[str]) -> dict[str, torch.Te
     return tensors
 
 
-def _copy_into(dst: torch.Tensor, src: torch.Tensor, key: str, pack_dir: Path) -> None:
-    if dst.shape != src.shape:
-        raise PackError(f"{pack_dir}: tensor {key} has shape {tuple(src.shape)}, the model needs {tuple(dst.shape)}")
-    dst.data.copy_(src.to(dst.dtype))
+def _check_shape(src: torch.Tensor, shape: tuple[int, ...], key: str, pack_dir: Path) -> None:
+    if tuple(src.shape) != shape:
+        raise PackError(f"{pack_dir}: tensor {key} has shape {tuple(src.shape)}, the model needs {shape}")
 
 
 def core_sha256(manifest: Mapping[str, Any]) -> str:
@@ -282,19 +311,28 @@ def core_sha256(manifest: Mapping[str, Any]) -> str:
     return manifest["files"][ADAPTERS]["sha256"]
 
 
+def _detach_mole(mole: MoleModel) -> None:
+    """Put the original linears back in place of the MoLE layers (a refused core leaves no trace)."""
+    for full, layer in mole.layers.items():
+        parent, _, child = full.rpartition(".")
+        setattr(mole.model.get_submodule(parent) if parent else mole.model, child, layer.base)
+
+
 def load_core(model: nn.Module, core_dir: str | os.PathLike, base: BaseIdentity | None = None,
               registry=None) -> MoleModel:
-    """Attach MoLE to an UNMODIFIED base model and load a core pack (no experts yet)."""
+    """Attach MoLE to an UNMODIFIED base model and load a core pack (no experts yet).
+
+    Every check (manifest, modules, layout, each tensor's presence and shape) passes before the base
+    weights change; a refused pack leaves ``model`` exactly as it was."""
     core_dir = Path(core_dir)
     m = verify_pack(core_dir, kind="core", base=base)
     cfg = MoleConfig.from_dict({**m["mole_config"], "languages": ()})
-    mole = attach_mole(model, cfg, registry=registry, init=False)
-    if sorted(mole.layers) != m["modules"]:
-        raise PackError(f"{core_dir}: made for other modules ({len(m['modules'])} wrapped linears, "
-                        f"this model has {len(mole.layers)}): another base architecture")
-    if mole.config.layout() != m["layout"]:
-        raise PackError(f"{core_dir}: layout mismatch")
-    tensors = _load_tensors(core_dir, mole.adapter_tensors("core"))
+    mole = attach_mole(model, cfg, registry=registry, init=False)  # wraps the linears, weights unchanged
+    try:
+        tensors = _checked_core_tensors(mole, m, core_dir)
+    except BaseException:
+        _detach_mole(mole)
+        raise
     with torch.no_grad():
         for name, layer in mole.layers.items():
             layer.res_A = tensors[f"{name}.res_A"].to(layer.base.weight.device, torch.float32)
@@ -303,15 +341,39 @@ def load_core(model: nn.Module, core_dir: str | os.PathLike, base: BaseIdentity 
             for kind in ("shared", "nl"):
                 pair = getattr(layer, kind)
                 if pair is not None:
-                    _copy_into(pair.A, tensors[f"{name}.{kind}.A"], f"{name}.{kind}.A", core_dir)
-                    _copy_into(pair.B, tensors[f"{name}.{kind}.B"], f"{name}.{kind}.B", core_dir)
+                    pair.A.data.copy_(tensors[f"{name}.{kind}.A"].to(pair.A.dtype))
+                    pair.B.data.copy_(tensors[f"{name}.{kind}.B"].to(pair.B.dtype))
     mole.base_identity = {k: m["base"].get(k) for k in ("repo_id", "revision", "weights_sha256")}
     mole.core_manifest = m
     return mole
 
 
+def _checked_core_tensors(mole: MoleModel, m: Mapping[str, Any], core_dir: Path) -> dict[str, torch.Tensor]:
+    """The core pack's tensors once they all fit ``mole`` (PackError saying which does not)."""
+    if sorted(mole.layers) != m["modules"]:
+        raise PackError(f"{core_dir}: made for other modules ({len(m['modules'])} wrapped linears, "
+                        f"this model has {len(mole.layers)}): another base architecture")
+    if mole.config.layout() != m["layout"]:
+        raise PackError(f"{core_dir}: layout mismatch")
+    tensors = _load_tensors(core_dir, mole.adapter_tensors("core"))
+    for name, layer in mole.layers.items():
+        rank = tensors[f"{name}.res_A"].shape[0] if tensors[f"{name}.res_A"].dim() == 2 else -1
+        _check_shape(tensors[f"{name}.res_A"], (rank, layer.in_features), f"{name}.res_A", core_dir)
+        _check_shape(tensors[f"{name}.res_B"], (layer.out_features, rank), f"{name}.res_B", core_dir)
+        for kind in ("shared", "nl"):
+            pair = getattr(layer, kind)
+            if pair is not None:
+                for x in "AB":
+                    key = f"{name}.{kind}.{x}"
+                    _check_shape(tensors[key], tuple(getattr(pair, x).shape), key, core_dir)
+    return tensors
+
+
 def load_expert(mole: MoleModel, expert_dir: str | os.PathLike, language: str | None = None) -> str:
-    """Verify an expert pack against the loaded core and add (or replace) its language. Returns the id."""
+    """Verify an expert pack against the loaded core and add (or replace) its language. Returns the id.
+
+    Every tensor is checked before the model changes: a refused pack adds no slot and leaves a loaded
+    expert of the same language as it was."""
     expert_dir = Path(expert_dir)
     core = mole.core_manifest
     m = verify_pack(expert_dir, kind="expert", language=language, layout=mole.config.layout(),
@@ -320,15 +382,20 @@ def load_expert(mole: MoleModel, expert_dir: str | os.PathLike, language: str | 
     lang = m["language"]
     if sorted(mole.layers) != m["modules"]:
         raise PackError(f"{expert_dir}: made for other modules than the loaded core")
-    tensors = _load_tensors(expert_dir, [f"{n}.expert.{x}" for n in mole.layers for x in "AB"] if mole.config.r_expert else [])
+    r = mole.config.r_expert
+    tensors = _load_tensors(expert_dir, [f"{n}.expert.{x}" for n in mole.layers for x in "AB"] if r else [])
+    if r:
+        for name, layer in mole.layers.items():
+            _check_shape(tensors[f"{name}.expert.A"], (r, layer.in_features), f"{name}.expert.A", expert_dir)
+            _check_shape(tensors[f"{name}.expert.B"], (layer.out_features, r), f"{name}.expert.B", expert_dir)
     mole.add_language(lang)
     with torch.no_grad():
         for name, layer in mole.layers.items():
             if lang not in layer.experts:  # r_expert == 0: the pack carries no tensors
                 continue
             pair = layer.experts[lang]
-            _copy_into(pair.A, tensors[f"{name}.expert.A"], f"{name}.expert.A", expert_dir)
-            _copy_into(pair.B, tensors[f"{name}.expert.B"], f"{name}.expert.B", expert_dir)
+            pair.A.data.copy_(tensors[f"{name}.expert.A"].to(pair.A.dtype))
+            pair.B.data.copy_(tensors[f"{name}.expert.B"].to(pair.B.dtype))
             layer.clear_cache()
     return lang
 
