@@ -213,7 +213,7 @@ class Executor:
                                       compile_s=compile_s, stderr=c.stderr + c.stdout)
                 if c.exit_code != 0:
                     out = (c.stderr + c.stdout).strip()
-                    reason = first_error_line(out)
+                    reason = first_error_line(out, spec.source)
                     if self._library_errors.get(language):
                         reason += f" ({self._library_errors[language]})"
                     return ExecResult(language, Status.COMPILE_ERROR, reason, exit_code=c.exit_code,

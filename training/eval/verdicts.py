@@ -56,11 +56,17 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def first_error_line(text: str) -> str:
-    """The first line that mentions an error (compiler output), else the last line."""
+def first_error_line(text: str, source: str = "") -> str:
+    """The first line that mentions an error (compiler output), else the first diagnostic that names
+    the ``source`` file with a line number (Go's parser says "prog_test.go:4:6: expected '('"), else
+    the last line."""
     for ln in text.splitlines():
         if re.search(r"\berror\b", ln, re.IGNORECASE):
             return ln.strip()[:200]
+    if source:
+        for ln in text.splitlines():
+            if re.search(rf"{re.escape(source)}:\d+", ln):
+                return ln.strip()[:200]
     return _last_line(text)
 
 
@@ -85,6 +91,8 @@ def classify_run(verdicts: Verdicts, p: Proc, limits: Limits, source: str = "") 
     if p.exit_code == 0:
         if verdicts.assertions_log and failed:
             return Status.FAILED, _failure_reason(verdicts, both, source)
+        if verdicts.no_tests is not None and verdicts.no_tests(both):
+            return Status.FAILED, "no tests ran: the program defines no test the harness runs"
         return Status.PASSED, ""
     if p.signal == signal.SIGXFSZ or "File too large" in both:  # Python ignores SIGXFSZ: EFBIG instead
         return Status.RUNTIME_ERROR, f"output limit ({limits.output_mb} MB)"
@@ -93,7 +101,9 @@ def classify_run(verdicts: Verdicts, p: Proc, limits: Limits, source: str = "") 
     if failed:
         return Status.FAILED, _failure_reason(verdicts, both, source)
     how = f"signal {signal.Signals(p.signal).name}" if p.signal else f"exit code {p.exit_code}"
-    return Status.RUNTIME_ERROR, f"{how}: {_last_line(p.stderr) or _last_line(p.stdout)}"
+    found = verdicts.error_line.search(both) if verdicts.error_line is not None else None
+    why = found.group(0).strip()[:200] if found else _last_line(p.stderr) or _last_line(p.stdout)
+    return Status.RUNTIME_ERROR, f"{how}: {why}"
 
 
 def _failure_reason(verdicts: Verdicts, text: str, source: str) -> str:

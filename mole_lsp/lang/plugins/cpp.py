@@ -88,7 +88,9 @@ PRELUDE = "".join(f"#include <{h}>\n" for h in (
     "algorithm", "cassert", "climits", "cmath", "cstdio", "cstdlib", "cstring", "deque", "functional",
     "iostream", "list", "map", "numeric", "queue", "set", "sstream", "stack", "string", "unordered_map",
     "unordered_set", "utility", "vector")) + "using namespace std;\n"
-_FLAGS = ("-std=c++17", "-O0", "-w", "-fno-diagnostics-color")
+# As the benchmarks' harnesses compile (plain g++ -std=c++11/17): no -w, which would also silence
+# diagnostics GCC reports as errors (a narrowing constant in braces).
+_FLAGS = ("-std=c++17", "-O0", "-fno-diagnostics-color")
 
 
 def _compile(b: Build) -> list[str]:

@@ -137,5 +137,6 @@ TOOLCHAIN = Toolchain(
     run=lambda b: [b.interpreter, "--debug", "prog.exe"],
     env={"MONO_TRACE_LISTENER": "Console.Error"}, version=("mcs", "--version"),
     verdicts=Verdicts(failure=("DefaultTraceListener.Fail",), assertions_log=True,
-                      memory=("System.OutOfMemoryException",), location=re.compile(r"prog\.cs:(\d+)")),
+                      memory=("System.OutOfMemoryException",), location=re.compile(r"prog\.cs:(\d+)"),
+                      error_line=re.compile(r"^[\w.]+Exception: .*$", re.M)),
 )

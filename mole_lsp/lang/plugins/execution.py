@@ -111,6 +111,8 @@ class Verdicts:
     location: re.Pattern[str] | None = None  # where a failing assertion is; group 1: line number in the source
     innermost_last: bool = False  # the runtime lists the innermost frame last (quote the last location)
     no_tests: Callable[[str], bool] | None = None  # whether the run's output says that no test ran
+    # The line that says why a failed run failed, where the output's last line does not (first match wins).
+    error_line: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)

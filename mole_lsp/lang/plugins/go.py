@@ -83,7 +83,8 @@ TOOLCHAIN = Toolchain(
     extras=(Extra("testify (apt: golang-github-stretchr-testify-dev)", _has_testify),),
     verdicts=Verdicts(failure=("--- FAIL",), memory=("runtime: out of memory", "cannot allocate memory"),
                       panic="panic:", location=re.compile(r"prog_test\.go:(\d+)"),
-                      no_tests=lambda out: "no tests to run" in out),
+                      no_tests=lambda out: "no tests to run" in out,
+                      error_line=re.compile(r"^(?:panic: |fatal error: |runtime: goroutine stack exceeds).*$", re.M)),
 )
 
 

@@ -42,7 +42,8 @@ TOOLCHAIN = Toolchain(
     run=_run, version=("javac", "-version"),
     verdicts=Verdicts(failure=("java.lang.AssertionError",),
                       memory=("java.lang.OutOfMemoryError", "Native memory allocation", "Cannot allocate memory"),
-                      location=re.compile(r"Main\.java:(\d+)")),
+                      location=re.compile(r"Main\.java:(\d+)"),
+                      error_line=re.compile(r"^Exception in thread .*$", re.M)),
 )
 
 

@@ -157,12 +157,6 @@ def test_output_limit(executor: Executor) -> None:
     assert len(r.stdout) <= OK.excerpt_chars + 100  # the result keeps an excerpt, not the flood
 
 
-def test_rust_reports_when_no_test_ran(executor: Executor) -> None:
-    needs("rust")
-    r = executor.run("rust", "fn unused() {}\n#[cfg(test)]\nmod tests {}\n")
-    assert r.status is Status.PASSED and "no tests ran" in r.notes
-
-
 def test_rust_crates_for_benchmark_programs(executor: Executor) -> None:
     """rand, regex and md5 are built once into the cache and linked with --extern."""
     needs("rust")
