@@ -12,6 +12,7 @@ from lsprotocol import types
 
 from mole_lsp.engine.engine import Engine
 from mole_lsp.engine.sources import FolderPacks
+from mole_lsp.packs.errors import StoreError
 from mole_lsp.packs.format import CORE_PACK, EXPERTS_DIR
 from mole_lsp.server import protocol
 from mole_lsp.server.arguments import languages_argument, single_argument
@@ -72,12 +73,12 @@ def register(server: MoleServer) -> None:
                 try:
                     if isinstance(store, FolderPacks) or store is None:
                         if store is None or store.expert_path(lang) is None:
-                            raise RuntimeError(f"no {lang} expert in the pack folder")
+                            raise StoreError(f"no {lang} expert in the pack folder")
                     else:
                         await ls.run_io(lambda lang=lang: store.install([lang], progress=report.report))
                     installed.append(lang)
-                except Exception as e:  # StoreError/OfflineError: one line per language
-                    errors[raw] = str(e)
+                except StoreError as e:  # not published, offline, refused: one line per language
+                    errors[raw] = str(e)  # anything else is a bug: it fails the request with its traceback
         finally:
             report.end(f"installed: {', '.join(installed) or 'none'}")
             ls.set_status(state="ready", message=None)
