@@ -53,6 +53,11 @@ class MoleExtension {
         if (server.restartIfNeeded(change)) return;
         for (const f of features) f.configurationChanged?.(change);
       }),
+      // Restricted mode ends: the workspace's interpreter, arguments and model settings now count.
+      vscode.workspace.onDidGrantWorkspaceTrust(() => {
+        this.log.info('The workspace is now trusted: restarting the server with its settings.');
+        void server.restart(false);
+      }),
     );
   }
 

@@ -39,6 +39,22 @@ export const RESTART_SETTING_NAMES: readonly ClientSettingName[] = ['pythonPath'
 
 export type Getter = (name: string) => unknown;
 
+/**
+ * Settings that pick what runs (interpreter, its arguments) or what it loads and writes (model, packs,
+ * cache). A workspace may not choose them until it is trusted; package.json lists the same names in
+ * capabilities.untrustedWorkspaces.restrictedConfigurations.
+ */
+export const RESTRICTED_SETTING_NAMES: readonly string[] = ['pythonPath', 'serverArgs', 'baseModel', 'packRepo', 'cacheDir'];
+
+/**
+ * A getter for the `mole` section that honours restricted mode: in an untrusted workspace the
+ * restricted settings come from `userValue` (the user's own settings) only.
+ */
+export function trustAwareGetter(get: Getter, userValue: Getter, trusted: boolean): Getter {
+  if (trusted) return get;
+  return (name) => (RESTRICTED_SETTING_NAMES.includes(name) ? userValue(name) : get(name));
+}
+
 export type Validation<T> = { ok: true; value: T } | { ok: false; problem: string };
 
 function describe(value: unknown): string {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -105,6 +105,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
         '#!/bin/sh',
         `if [ "$1" = "-c" ]; then echo '${probe}'; exit 0; fi`,
         `echo "$@" > '${argsFile}'`,
+        `pwd > '${argsFile}.cwd'`,
         `${opts.mode ? `FAKE_MODE=${opts.mode} ` : ''}exec '${process.execPath}' '${serverJs}' '${log}'`,
         '',
       ].join('\n'),
@@ -113,9 +114,15 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     return { python, log, argsFile };
   }
 
-  function setup(config: Record<string, unknown>): { ext: ExtensionModule; state: FakeState } {
+  function setup(
+    config: Record<string, unknown>,
+    workspace: Record<string, unknown> = {},
+    trusted = true,
+  ): { ext: ExtensionModule; state: FakeState } {
     const { module, state } = createFakeVscode();
     for (const [k, v] of Object.entries(config)) state.config.set(k, v);
+    for (const [k, v] of Object.entries(workspace)) state.workspaceConfig.set(k, v);
+    state.trusted = trusted;
     const ext = load(module);
     active.push(ext);
     return { ext, state };
@@ -194,6 +201,64 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
     const errors = state.messages.filter((m) => m.kind === 'error').map((m) => m.message);
     assert.equal(errors.length, 4, errors.join('\n'));
     for (const e of errors.slice(0, 3)) assert.match(e, /stopped while answering \(Segmentation fault\); it is restarting/);
+    await ext.deactivate();
+  });
+
+  it('in an untrusted workspace takes the interpreter, arguments and model from user settings only', async () => {
+    const user = fakePython('python-user');
+    const planted = fakePython('python-planted');
+    const { ext, state } = setup(
+      { 'mole.pythonPath': user.python, 'mole.cacheDir': '/home/me/cache' },
+      {
+        'mole.pythonPath': planted.python,
+        'mole.serverArgs': ['--log-file', '/tmp/x'],
+        'mole.baseModel': '/workspace/evil-model',
+        'mole.packRepo': 'attacker/packs',
+        'mole.cacheDir': '/workspace/cache',
+        'mole.maxNewTokens': 48,
+      },
+      false,
+    );
+    ext.activate({ subscriptions: [] });
+    const init = await waitFor('initialize', () => readLog(user.log).find((m) => m.method === 'initialize'));
+    assert.equal(existsSync(planted.argsFile), false, 'the workspace-chosen interpreter was never run');
+    assert.equal(readFileSync(user.argsFile, 'utf8').trim(), '-m mole_lsp serve');
+    // `python -m` imports from its working directory: not the workspace in restricted mode.
+    assert.equal(readFileSync(`${user.argsFile}.cwd`, 'utf8').trim(), homedir());
+    const options = init.params?.initializationOptions as Record<string, unknown>;
+    assert.deepEqual(
+      [options.baseModel, options.packRepo, options.cacheDir, options.maxNewTokens],
+      ['', '', '/home/me/cache', 48],
+    );
+
+    // Trust granted: the server restarts with the workspace's values.
+    state.grantTrust();
+    const trustedInit = await waitFor('initialize by the workspace interpreter', () =>
+      readLog(planted.log).find((m) => m.method === 'initialize'),
+    );
+    assert.equal(readFileSync(planted.argsFile, 'utf8').trim(), '-m mole_lsp serve --log-file /tmp/x');
+    assert.equal((trustedInit.params?.initializationOptions as Record<string, unknown>).baseModel, '/workspace/evil-model');
+    await ext.deactivate();
+  });
+
+  it('asks for ghost text again once the server is ready (keystrokes typed while it loaded)', async () => {
+    const { python } = fakePython('python-retrigger');
+    const { ext, state } = setup({ 'mole.pythonPath': python });
+    const doc = makeDocument(Uri.file('/proj/early.py'), 'python', 'def f(');
+    state.textDocuments.push(doc);
+    state.activeTextEditor = { document: doc, selection: new Selection(new Position(0, 6), new Position(0, 6)) };
+    const triggers = (): number => state.executed.filter((e) => e.id === 'editor.action.inlineSuggest.trigger').length;
+    ext.activate({ subscriptions: [] });
+    await waitFor('status ready', () => state.statusTexts.some((t) => t.startsWith('$(hubot) MoLE')));
+    await waitFor('the inline suggestion re-triggered', () => triggers() === 1);
+    // Not before the model was ready: the trigger came after the "loading" status.
+    assert.ok(state.statusTexts.some((t) => t.includes('loading')), state.statusTexts.join(' | '));
+    // Every finished generation also reports "ready": those do not trigger again.
+    const provider = await waitFor('an inline provider', () => state.inlineProviders[0]);
+    const token = { isCancellationRequested: false, onCancellationRequested: () => ({ dispose: () => undefined }) };
+    await provider.provideInlineCompletionItems(doc, new Position(0, 6), { triggerKind: 1, selectedCompletionInfo: undefined }, token);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(triggers(), 1);
     await ext.deactivate();
   });
 

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 
 import { EXTENSION_COMMANDS } from '../src/commands';
 import * as protocol from '../src/protocol';
-import { CLIENT_SETTING_NAMES, SERVER_SETTING_NAMES, SERVER_SETTING_SPECS } from '../src/settings';
+import { CLIENT_SETTING_NAMES, RESTRICTED_SETTING_NAMES, SERVER_SETTING_NAMES, SERVER_SETTING_SPECS } from '../src/settings';
 
 // Compiled to out/test/*.js: the extension folder is two levels up, the repository three.
 const extRoot = join(__dirname, '..', '..');
@@ -22,6 +22,7 @@ interface Manifest {
   publisher: string;
   license: string;
   main: string;
+  capabilities: { untrustedWorkspaces: { supported: boolean | 'limited'; restrictedConfigurations?: string[] } };
   engines: { vscode: string };
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
@@ -150,6 +151,12 @@ describe('package.json', () => {
       assert.ok(prop.markdownDescription || prop.description, `${key} has a description`);
       assert.ok('default' in prop, `${key} has a default`);
     }
+  });
+
+  it('restricts in untrusted workspaces exactly the settings the extension reads from user scope only', () => {
+    const trust = manifest.capabilities.untrustedWorkspaces;
+    assert.equal(trust.supported, 'limited');
+    assert.deepEqual(trust.restrictedConfigurations, RESTRICTED_SETTING_NAMES.map((n) => `mole.${n}`));
   });
 
   it('contributes exactly the extension commands, none clashing with server commands', () => {

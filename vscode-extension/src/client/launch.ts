@@ -2,6 +2,7 @@
  * How the server process is launched: which Python runs it (setting, Python extension, default),
  * whether that interpreter can run `mole_lsp`, the command line, and where its output goes.
  */
+import * as os from 'node:os';
 import * as readline from 'node:readline';
 import * as vscode from 'vscode';
 import type { ServerOptions, StdioOptions } from 'vscode-languageclient/node';
@@ -18,7 +19,7 @@ import {
   type StartupProblem,
   type StderrTail,
 } from '../python';
-import { clientSettings } from './config';
+import { clientSettings, workspaceTrusted } from './config';
 import { activeInterpreter, interpreterFromPythonSettings, onInterpreterChanged, pythonExtensionInstalled } from './pythonExtension';
 
 /** The interpreter picked for this start, and whether the Python extension was there to ask. */
@@ -32,17 +33,23 @@ function workspaceResource(): vscode.Uri | undefined {
   return vscode.window.activeTextEditor?.document.uri ?? vscode.workspace.workspaceFolders?.[0]?.uri;
 }
 
-/** Resolves the interpreter from `mole.pythonPath` (empty: the Python extension, then the default), logging how. */
+/**
+ * Resolves the interpreter from `mole.pythonPath` (empty: the Python extension, then the default), logging how.
+ * In restricted mode the workspace may not pick it: the Python extension (whose selection and
+ * settings the workspace can set) is not asked and `${workspaceFolder}` is not expanded.
+ */
 export async function findInterpreter(pythonPath: string, log: vscode.LogOutputChannel): Promise<Interpreter> {
   const resource = workspaceResource();
-  const haveX = pythonExtensionInstalled();
+  const trusted = workspaceTrusted();
+  const haveX = trusted && pythonExtensionInstalled();
+  if (!trusted) log.info('Restricted mode: the interpreter comes from your user settings or PATH, not from the workspace.');
   const python = await resolvePython({
     configured: pythonPath,
     fromPythonExtension: haveX ? () => activeInterpreter(resource) : undefined,
     fromPythonSettings: haveX ? () => interpreterFromPythonSettings(resource) : undefined,
     platform: process.platform,
     variables: {
-      workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
+      workspaceFolder: trusted ? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath : undefined,
       env: process.env,
     },
   });
@@ -69,13 +76,16 @@ export async function checkInterpreter(found: Interpreter, log: vscode.LogOutput
   return undefined;
 }
 
-/** The server process: unbuffered UTF-8 output, run from the first workspace folder. */
+/**
+ * The server process: unbuffered UTF-8 output, run from the first workspace folder — in restricted
+ * mode from the home folder, since `python -m` imports from its working directory first.
+ */
 export function serverOptions(cmd: ServerCommand): ServerOptions {
   return {
     command: cmd.command,
     args: cmd.args,
     options: {
-      cwd: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
+      cwd: workspaceTrusted() ? vscode.workspace.workspaceFolders?.[0]?.uri.fsPath : os.homedir(),
       env: { ...process.env, PYTHONUNBUFFERED: '1', PYTHONIOENCODING: 'utf-8' },
     },
   };

@@ -11,6 +11,9 @@ import type { Feature } from '../client/feature';
 import { EXTENSION_COMMANDS } from '../commands';
 import { isLanguageEnabled, withLanguageEnabled } from '../settings';
 
+/** VS Code's Trigger Inline Suggestion command. */
+export const TRIGGER_INLINE_SUGGEST = 'editor.action.inlineSuggest.trigger';
+
 export class InlineCompletion implements Feature {
   readonly commands = {
     [EXTENSION_COMMANDS.toggleInlineCompletions]: () => this.toggle(),
@@ -34,6 +37,17 @@ export class InlineCompletion implements Feature {
   /** Whether `mole.enable` lets documents of this VS Code languageId have completions. */
   languageEnabled(languageId: string): boolean {
     return isLanguageEnabled(serverSettings().settings.enable, languageId);
+  }
+
+  /**
+   * The server has just become ready: ask again for ghost text in the active editor. Requests made
+   * while it started or loaded its model got nothing, and VS Code only asks again on the next edit.
+   */
+  serverReady(): void {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor || !this.allowed(editor.document.languageId)) return;
+    // Best effort: with no focused editor the command does nothing, and a failure costs only this retry.
+    void Promise.resolve(vscode.commands.executeCommand(TRIGGER_INLINE_SUGGEST)).catch(() => undefined);
   }
 
   private allowed(languageId: string): boolean {

@@ -95,6 +95,8 @@ export class StatusBar implements Feature {
     // may have changed.
     const usable = (state: string | undefined): boolean => state === 'ready' || state === 'generating';
     if (usable(status.state) && (!usable(before) || !this.packs.current)) this.packs.refresh();
+    // Keystrokes typed while the server started or loaded got no ghost text: ask again now.
+    if (status.state === 'ready' && !usable(before)) this.inline.serverReady();
     this.render();
   }
 
