@@ -111,21 +111,29 @@ def _docstring(prompt: str) -> str:
     return (blocks[-1][0] or blocks[-1][1]) if blocks else ""
 
 
+# Top-level lines after the body that belong to the solution: helpers it calls may follow the entry
+# point (MBXP references do), with their decorators and imports.
+_KEPT_TOP_LEVEL = re.compile(r"(?:async[ \t]+)?def\b|class\b|@|import\b|from[ \t]+\S+[ \t]+import\b")
+
+
 def _fix_body(code: str) -> str:
-    """Indent a body written at column 0 and stop at the first top-level statement after it (tests
-    or prints the model added)."""
+    """Indent a body written at column 0; after it keep top-level definitions and imports (with their
+    indented lines) and drop other top-level statements (tests or prints the model added)."""
     lines = code.split("\n")
     first = next((ln for ln in lines if ln.strip()), "")
     if first and not first[0].isspace():
         lines = [("    " + ln) if ln.strip() else ln for ln in lines]
-    seen_body = False
-    for i, ln in enumerate(lines):
+    kept: list[str] = []
+    seen_body, keep = False, True
+    for ln in lines:
         if ln.strip() and not ln[0].isspace():
             if seen_body:
-                return "\n".join(lines[:i]) + "\n"
+                keep = _KEPT_TOP_LEVEL.match(ln) is not None
         elif ln.strip():
             seen_body = True
-    return "\n".join(lines)
+        if keep:
+            kept.append(ln)
+    return "\n".join(kept).rstrip("\n") + "\n" if kept != lines else "\n".join(lines)
 
 
 def _reconcile(context: str, code: str, masked: str, ops: CodeOps) -> tuple[str, str]:
