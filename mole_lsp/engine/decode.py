@@ -4,7 +4,15 @@ until a stop rule fires, routing every position by its label.
 The loop sees the model only through a :data:`Forward` callable (token ids, the route label of each,
 the cache -> logits of the last position and the new cache); the engine's adapter manager supplies it.
 Stop rules, in the order they are checked: cancellation, an end-of-sequence token, a stop string, the
-completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`, the token budget.
+end of the cursor's line (``end_of_line``: a completion with code after the cursor on its line,
+``Prompt.single_line``), the completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`, the
+time budget of a multi-line completion (``time_budget``: once a line is complete and ``time_budget_ms``
+has passed since the first token, the complete lines are kept, like llama.cpp's ``t_max_predict_ms``),
+the token budget.
+
+KV reuse: with a :class:`~mole_lsp.engine.kvcache.KVStore`, the prefill starts from the longest cached
+prefix with the same tokens and routes, and the cache of the prompt and the generated tokens is kept for
+the next request (``GenerationResult.reused_tokens`` says how many positions were not computed again).
 
 Token healing: a completion prompt may leave trailing indentation out (``Prompt.heal``); the first tokens
 are then constrained to write it back (see :class:`TokenHealer`).
@@ -14,12 +22,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from mole_lsp.engine.kvcache import KVStore
 from mole_lsp.engine.prompts import Prompt, completion_stop
 from mole_lsp.lang.detok import IncrementalDecoder
 from mole_lsp.lang.fence import FenceParser
@@ -66,12 +75,14 @@ class GenerationResult:
     expert: str | None  # expert pack used for ``language`` (may be a fallback); None = shared/base only
     routes: list[str]  # per generated token: the adapter its position took (language id, shared, nl, base)
     labels: list[str]  # per generated token: the fence-parser label
-    stop_reason: str  # eos, max_tokens, stop, blank_line, end_of_block, suffix, cancelled, empty
+    # eos, max_tokens, stop, end_of_line, blank_line, end_of_block, suffix, time_budget, cancelled, empty
+    stop_reason: str
     prompt_tokens: int
     new_tokens: int
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds: load, prefill, decode, total
     notes: list[str] = field(default_factory=list)  # degradations met for the first time
     base_only: bool = False
+    reused_tokens: int = 0  # prompt positions whose keys/values came from the KV store (not prefilled)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -152,10 +163,14 @@ class Decoder:
     @torch.no_grad()
     def run(self, prompt: Prompt, mode: str, out_label: str | None, max_new_tokens: int, stop: list[str],
             temperature: float, cancel: Cancel, seed: int | None,
-            route_as: Callable[[str], str] | None = None) -> GenerationResult:
+            route_as: Callable[[str], str] | None = None, *, kv: KVStore | None = None, kv_key: str = "",
+            kv_stamp: Hashable = None, time_budget_ms: float | None = None) -> GenerationResult:
         """Decode up to ``max_new_tokens`` after ``prompt``. New tokens are labelled by the fence parser
         (``mode == "automated"``) or take ``out_label``; every position is routed as ``route_as(label)``.
-        Greedy unless ``temperature`` > 0 (then ``seed`` makes sampling repeatable)."""
+        Greedy unless ``temperature`` > 0 (then ``seed`` makes sampling repeatable).
+
+        ``kv``: reuse and keep KV caches under ``kv_key``, valid while ``kv_stamp`` (the weights behind
+        every route) is unchanged. ``time_budget_ms``: a multi-line completion's time budget."""
         # Automated mode: the parser starts in the state the prompt leaves it (e.g. inside a fence).
         parser = _parser_after(self.tokenizer, prompt, self.registry) if mode == "automated" else None
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None and temperature > 0 else None
@@ -171,10 +186,16 @@ class Decoder:
         t0 = time.perf_counter()
         if is_cancelled(cancel):
             return _result("", mode, routes, labels, "cancelled", prompt, 0, {})
-        logits, past = self.forward(prompt.ids, [route_as(lb) for lb in prompt.labels], None)
+        # The positions the cache holds: their ids and the adapter each went through.
+        fed_ids = list(prompt.ids)
+        fed_routes = [self._name(route_as(lb), names) for lb in prompt.labels]
+        reused, past = kv.take(kv_key, fed_ids, fed_routes, kv_stamp) if kv is not None else (0, None)
+        logits, past = self.forward(prompt.ids[reused:], [route_as(lb) for lb in prompt.labels[reused:]], past)
         t_prefill = time.perf_counter()
         final_text: str | None = None
         pending = prompt.heal  # indentation the model must write first (token healing)
+        single_line = mode == "completion" and prompt.single_line
+        budget_s = time_budget_ms / 1e3 if time_budget_ms and mode == "completion" and not single_line else None
         for _ in range(max_new_tokens):
             if is_cancelled(cancel):
                 reason = "cancelled"
@@ -193,21 +214,28 @@ class Decoder:
             text += piece
             label = parser.feed(piece) if parser is not None else out_label  # type: ignore[assignment]
             labels.append(label)
-            if label not in names:
-                names[label] = self.route_name(route_as(label))
-            routes.append(names[label])
+            routes.append(self._name(route_as(label), names))
             hit = _find_stop(text, piece, stop)
             if hit is not None:
                 final_text, reason = hit
+                break
+            if single_line and "\n" in text:
+                final_text, reason = text[: text.index("\n")], "end_of_line"
                 break
             if mode == "completion" and "\n" in piece:
                 cut = completion_stop(text, prompt)
                 if cut is not None:
                     final_text, reason = cut
                     break
+            # The time budget counts from the first token and ends only a completion with a whole line.
+            if budget_s is not None and "\n" in text and time.perf_counter() - t_prefill > budget_s:
+                final_text, reason = text[: text.rfind("\n")], "time_budget"
+                break
             if len(ids_out) == max_new_tokens:
                 break
             logits, past = self.forward([next_id], [route_as(label)], past)
+            fed_ids.append(next_id)
+            fed_routes.append(routes[-1])
         if final_text is None:
             text += decoder.flush()
             final_text = text
@@ -216,8 +244,19 @@ class Decoder:
                 if cut is not None:
                     final_text, reason = cut
         t_end = time.perf_counter()
+        if kv is not None:
+            kv.put(kv_key, fed_ids, fed_routes, past, kv_stamp)
         timings = {"prefill": (t_prefill - t0) * 1e3, "decode": (t_end - t_prefill) * 1e3}
-        return _result(final_text, mode, routes, labels, reason, prompt, len(ids_out), timings)
+        result = _result(final_text, mode, routes, labels, reason, prompt, len(ids_out), timings)
+        result.reused_tokens = reused
+        return result
+
+    def _name(self, label: str, names: dict[str, str]) -> str:
+        """``route_name(label)``, looked up once per label and generation."""
+        name = names.get(label)
+        if name is None:
+            name = names[label] = self.route_name(label)
+        return name
 
 
 def _result(text: str, mode: str, routes: list[str], labels: list[str], reason: str, prompt: Prompt,

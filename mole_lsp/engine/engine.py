@@ -42,6 +42,7 @@ import torch
 from mole_lsp.engine.decode import Cancel, Decoder, GenerationResult, eos_token_ids, relabeller
 from mole_lsp.engine.device import configure_threads, default_dtype, pick_device
 from mole_lsp.engine.experts import ExpertManager
+from mole_lsp.engine.kvcache import KVStore
 from mole_lsp.engine.prompts import (
     FimLike,
     Prompt,
@@ -77,6 +78,7 @@ class Engine:
         self.eos_ids = eos_token_ids(self.model, tokenizer)
         self.decoder = Decoder(tokenizer, self.registry, self.experts.forward, self.experts.route_name,
                                self.eos_ids)
+        self.kv = KVStore()  # KV caches of recent prompts, reused by the next request (kv.max_bytes)
         self._lock = threading.RLock()
 
     @classmethod
@@ -127,9 +129,14 @@ class Engine:
         return self.experts.take_notes()
 
     def ensure_core(self) -> bool:
-        """Load the core pack once (installing it when allowed); False = base model only."""
+        """Load the core pack (installing it when allowed); False = base model only, for now: a core
+        installed later is found (see ExpertManager.ensure_core)."""
         with self._lock:
             return self.experts.ensure_core(self.auto_install, self.progress)
+
+    def retry_core(self) -> None:
+        """Look for the core pack again at the next request (a pack was installed, a setting changed)."""
+        self.experts.retry_core()
 
     def ensure_expert(self, language: str | None, install: bool | None = None,
                       pinned: Sequence[str] = ()) -> str | None:
@@ -149,7 +156,8 @@ class Engine:
     def generate(self, prompt: str | Prompt, mode: Mode = "automated", language: str | None = None,
                  max_new_tokens: int = 128, stop: Sequence[str] | None = None, temperature: float = 0.0,
                  cancel: Cancel = None, seed: int | None = None,
-                 install: bool | None = None, relabel: Mapping[str, str] | None = None) -> GenerationResult:
+                 install: bool | None = None, relabel: Mapping[str, str] | None = None,
+                 cache_key: str | None = None, time_budget_ms: float | None = None) -> GenerationResult:
         """Generate from ``prompt`` (text, labelled by the fence parser, or a built :class:`Prompt`).
 
         mode: ``automated`` (the fence parser routes each new token), ``manual`` (every new token
@@ -157,6 +165,8 @@ class Engine:
         ``stop``: strings that end the output (not included). Greedy unless ``temperature`` > 0.
         ``relabel``: route label ``X`` as ``relabel[X]`` (``"*"``: any label), for the prompt and the
         output; ``expert`` then names the expert the output's language was answered with.
+        ``cache_key``: where the KV cache is kept for the next request (a document; default: the mode).
+        ``time_budget_ms``: a multi-line completion's time budget (see decode.py).
         """
         t0 = time.perf_counter()
         if mode not in ("automated", "manual", "completion"):
@@ -191,7 +201,9 @@ class Engine:
                 self.experts.merge(out_route)
             t_merge = time.perf_counter()
             result = self.decoder.run(prompt, mode, out_label, max_new_tokens, list(stop or []), temperature,
-                                      cancel, seed, route_as)
+                                      cancel, seed, route_as, kv=self.kv, kv_key=cache_key or mode,
+                                      kv_stamp=(self.experts.epoch, self.experts.merged),
+                                      time_budget_ms=time_budget_ms)
             result.language = language if mode != "automated" else None
             result.expert = expert
             result.timings.update(load=(t_load - t0) * 1e3, merge=(t_merge - t_load) * 1e3,
@@ -203,13 +215,17 @@ class Engine:
     # -- tasks ------------------------------------------------------------------------------------------
     def complete(self, prefix: str, suffix: str, language: str | None, *, max_new_tokens: int = 64,
                  context_tokens: int = 1024, cancel: Cancel = None,
-                 temperature: float = 0.0, install: bool | None = None) -> GenerationResult:
-        """Text to insert at the cursor of a source file (FIM when the base has FIM tokens)."""
+                 temperature: float = 0.0, install: bool | None = None, cache_key: str | None = None,
+                 multi_line_ms: float | None = None) -> GenerationResult:
+        """Text to insert at the cursor of a source file (FIM when the base has FIM tokens).
+
+        Code after the cursor on its line: that line only (``end_of_line``); else a block of lines,
+        cut to whole lines after ``multi_line_ms`` (``time_budget``). ``cache_key``: the document."""
         label = language if language in self.registry else UNKNOWN
         prompt = completion_prompt(self.tokenizer, prefix, suffix, label, context_tokens, self.fim)
         result = self.generate(prompt, mode="completion", language=language if label != UNKNOWN else None,
                                max_new_tokens=max_new_tokens, temperature=temperature, cancel=cancel,
-                               install=install)
+                               install=install, cache_key=cache_key, time_budget_ms=multi_line_ms)
         result.text = heal_completion(result.text, prompt)
         return result
 

@@ -6,7 +6,10 @@ well (stop strings, the suffix a completion must not repeat).
 
 Completion prompts are cut to a token budget with the real tokenizer. The text nearest the cursor
 matters most, so the prefix is filled first (from the cursor backwards) and the suffix gets what is
-left, at most a quarter of the budget.
+left, at most a quarter of the budget. The prefix starts at a line on a fixed grid of lines (see
+:func:`cut_prefix`), so that while the user types the prompt keeps its start and the KV cache of the
+previous request is reused up to the edit (:mod:`~mole_lsp.engine.kvcache`). With a FIM layout the
+suffix comes after the prefix: reuse still covers the prefix up to the cursor.
 
 Chat layouts are built here only: :func:`chat_text` renders what the model reads before its answer,
 :func:`chat_sample` a whole training sample (question + answer) in the same layout, so training and
@@ -15,6 +18,7 @@ serving cannot drift apart.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +31,7 @@ from mole_lsp.lang.registry import Registry, load_registry
 # before the exact cut: the exact cut is always made on tokens.
 _CHARS_PER_TOKEN_BOUND = 12
 _SUFFIX_SHARE = 4  # the suffix gets at most budget // 4 tokens
+_GRID_TOKENS = 64  # a prefix starts on a line number divisible by budget // 64 (see cut_prefix)
 
 
 class FimLike(Protocol):
@@ -49,6 +54,7 @@ class Prompt:
     heal: str = ""  # completion: trailing indentation left out of the prompt, see completion_prompt
     prefilled: str = ""  # assistant text already in the prompt (e.g. the opening fence of a translation)
     text: str | None = None  # the prompt as text, when it was built from text (fence state at its end)
+    single_line: bool = False  # completion: code follows the cursor on its line, complete that line only
 
 
 # -- completion ---------------------------------------------------------------------------------------
@@ -66,11 +72,43 @@ def _special_id(tokenizer: Any, token: str) -> int:
 
 
 def cut_prefix(tokenizer: Any, prefix: str, budget: int) -> list[int]:
-    """Ids of the last ``budget`` tokens of ``prefix`` (the text nearest the cursor)."""
+    """Ids of at most ``budget`` tokens of the text before the cursor, from a stable line start.
+
+    The text starts at the earliest line that fits the budget among the lines whose number (counted
+    from the document start) is a multiple of ``budget // 64``; failing that at the earliest line start
+    that fits; failing that (a line longer than the budget) it is the last ``budget`` tokens. Typing at
+    the cursor leaves that start where it is until the budget is exceeded, and then moves it a whole
+    grid step forward, so consecutive prompts share their tokens up to the edit (KV reuse) instead of
+    sliding by one token per keystroke.
+    """
     if budget <= 0:
         return []
-    text = prefix[-budget * _CHARS_PER_TOKEN_BOUND :]
-    ids = _encode(tokenizer, text)
+    lo = max(0, len(prefix) - budget * _CHARS_PER_TOKEN_BOUND)
+    window = prefix[lo:]
+    try:
+        enc = tokenizer(window, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    except (NotImplementedError, KeyError, TypeError, ValueError):  # no offsets (slow tokenizer)
+        return _encode(tokenizer, window)[-budget:]
+    if lo == 0 and len(ids) <= budget:
+        return ids
+    starts = [o[0] for o in offsets]
+    first_line = prefix.count("\n", 0, lo) + (0 if lo == 0 or prefix[lo - 1] == "\n" else 1)
+    lines = [0] if lo == 0 or prefix[lo - 1] == "\n" else []  # line starts in the window
+    pos = window.find("\n")
+    while pos >= 0:
+        lines.append(pos + 1)
+        pos = window.find("\n", pos + 1)
+    step = max(1, budget // _GRID_TOKENS)
+    grid = [p for i, p in enumerate(lines) if (first_line + i) % step == 0]
+    for candidates in (grid, lines):
+        for p in candidates:
+            # Tokens from p on, estimated from the window's tokens (a token may straddle p): check exactly.
+            if len(ids) - bisect.bisect_left(starts, p) > budget:
+                continue
+            exact = _encode(tokenizer, window[p:])
+            if len(exact) <= budget:
+                return exact
     return ids[-budget:]
 
 
@@ -133,7 +171,7 @@ def completion_prompt(
     if not ids:  # an empty document without BOS: give the model something to start from
         ids = _encode(tokenizer, "\n")
     return Prompt(ids=ids, labels=[language] * len(ids), kind=kind, suffix=suffix, indent=indent,
-                  line_prefix=line, heal=heal)
+                  line_prefix=line, heal=heal, single_line=bool(suffix.split("\n", 1)[0].strip()))
 
 
 def heal_completion(text: str, prompt: Prompt) -> str:

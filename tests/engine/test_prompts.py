@@ -160,3 +160,31 @@ def test_plain_layout_without_a_template_or_on_request(tok):
         chat_layout(plain_tok, "chat")
     with pytest.raises(ValueError, match="must be one of"):
         chat_layout(tok, "markdown")
+
+
+def test_prefix_start_stays_on_a_line_while_typing(tok):
+    """Typing at the cursor keeps the prompt's start (KV reuse needs a stable prefix) within the budget;
+    the start moves a few lines forward at a time, and always to the start of a line."""
+    doc = "".join(f"x{i} = {i}\n" for i in range(300))
+    typed = "def total(values):\n    return sum(v for v in values if v > 0)\n"
+    starts, prev = [], None
+    for k in range(len(typed) + 1):
+        p = completion_prompt(tok, doc + typed[:k], "", "python", budget=256)
+        prefix, ids = (doc + typed[:k])[: len(doc) + k - len(p.heal)], p.ids
+        assert 200 < len(ids) <= 256
+        text = tok.decode(ids)
+        assert prefix.endswith(text) and prefix[: len(prefix) - len(text)].endswith("\n")
+        if not starts or text[:12] != starts[-1]:
+            starts.append(text[:12])
+        elif prev is not None:  # same start: the previous prompt's tokens are kept but for the tail
+            same = next((i for i, (a, b) in enumerate(zip(prev, ids, strict=False)) if a != b), len(prev))
+            assert same >= len(prev) - 4  # BPE merges the last few tokens again
+        prev = ids
+    assert len(starts) <= 3  # a start per keystroke before (the last 256 tokens)
+
+
+def test_single_line_when_code_follows_the_cursor(tok):
+    assert completion_prompt(tok, "x = foo(", ")\nbar()\n", "python").single_line
+    assert completion_prompt(tok, "x = fo", "o.bar\n", "python").single_line  # mid-word
+    assert not completion_prompt(tok, "x = foo(1)", "\nbar()\n", "python").single_line  # line end
+    assert not completion_prompt(tok, "def f():\n    ", "  \n", "python").single_line  # blank line
