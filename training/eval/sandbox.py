@@ -42,6 +42,7 @@ __all__ = [
     "base_env",
     "is_root",
     "others_can_execute",
+    "private_directory",
     "sandbox_info",
     "spawn",
     "uid_switch_ok",
@@ -170,13 +171,33 @@ def sandbox_info() -> SandboxInfo:
 # Throw-away uids
 
 
-class UidPool:
-    """Leases uids that no account uses. A lease is an exclusive flock on a file in a root-only
-    directory, so concurrent executors (other processes on this machine) never share a uid."""
+def private_directory(path: Path) -> int:
+    """An O_DIRECTORY descriptor of ``path``, created 0700 if absent, after checking that it is a real
+    directory (not a symlink) owned by us and closed to everyone else. In a shared directory such as
+    /tmp another local user may have created it first to plant symlinks: refuse it then."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise RuntimeError(f"refusing {path}: not a plain directory ({e.strerror})") from e
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise RuntimeError(f"refusing {path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o} "
+                           f"(must be uid {os.geteuid()}, mode 700); remove it or set MOLE_SANDBOX_LOCK_DIR")
+    return fd
 
-    def __init__(self) -> None:
-        self._dir = Path(tempfile.gettempdir()) / "mole-lsp-sandbox-uids"
-        self._dir.mkdir(mode=0o700, exist_ok=True)
+
+class UidPool:
+    """Leases uids that no account uses. A lease is an exclusive flock on a file in a private
+    directory (ours, mode 0700), so concurrent executors (other processes on this machine) never
+    share a uid."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        default = Path(tempfile.gettempdir()) / "mole-lsp-sandbox-uids"
+        self._dir = directory or Path(os.environ.get("MOLE_SANDBOX_LOCK_DIR") or default)
+        self._dir_fd = private_directory(self._dir)  # lock files are opened relative to the checked directory
         self._lock = threading.Lock()
         self._quarantined: set[int] = set()
 
@@ -188,7 +209,10 @@ class UidPool:
             with self._lock:
                 if uid in self._quarantined:
                     continue
-            fd = os.open(self._dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
+            except OSError:  # not a plain file (a planted symlink): never follow it, take another uid
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
