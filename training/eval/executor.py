@@ -226,7 +226,7 @@ class Executor:
             env = {**base_env(workdir), **spec.env}
             p = spawn(spec.run(build), cwd=workdir, env=env, wall_s=limits.wall_s, cpu_s=limits.cpu_s,
                       data_mb=limits.memory_mb, fsize_mb=limits.output_mb, nproc=self._nproc(limits),
-                      uid=uid, tag="run", excerpt=limits.excerpt_chars)
+                      uid=uid, tag="run", excerpt=limits.excerpt_chars, private_tmp=True)
             status, reason = classify_run(spec.verdicts, p, limits, source)
             return ExecResult(language, status, reason, exit_code=p.exit_code, signal=p.signal, stdout=p.stdout,
                               stderr=p.stderr, compile_s=compile_s, run_s=p.wall_s, cpu_s=p.cpu_s,

@@ -10,8 +10,12 @@ limit kills the whole process group.
 
 What could not be enforced on this machine is reported by :func:`sandbox_info`, never silently
 assumed. Known gaps: the memory limit is per process (a sample that forks can use ``nproc`` times the
-limit), and a sample can write to world-writable directories such as /tmp (each file is capped by the
-file-size limit).
+limit).
+
+Files a sample writes outside its directory do not outlive its run: where mount namespaces work, the
+run gets private tmpfs mounts over the shared writable directories (/tmp, /var/tmp, /dev/shm,
+/run/lock), with its own directory bound back in; elsewhere, what the throw-away uid owns there is
+swept when its lease ends.
 """
 
 from __future__ import annotations
@@ -44,11 +48,31 @@ __all__ = [
     "others_can_execute",
     "private_directory",
     "sandbox_info",
+    "private_tmp_ok",
     "spawn",
+    "sweep_uid_files",
     "uid_switch_ok",
     "user_task_count",
     "which",
 ]
+
+# World-writable directories a sample could leave files in: private per run, or swept afterwards.
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+
+# Runs first in the run's mount namespace (as root there): $0 the sample's directory (the cwd), $1
+# the size cap in MB, then the command. unshare --mount makes every mount private to the namespace,
+# so the tmpfs mounts vanish with the run. The sample's directory, hidden by the new /tmp, is bound
+# back from the cwd (--no-canonicalize: /proc/self/cwd must not be resolved by path).
+_PRIVATE_TMP = f"""set -e
+for d in {' '.join(SHARED_DIRS)}; do
+  if [ -d "$d" ] && [ ! -L "$d" ]; then mount -t tmpfs -o "size=${{1}}m,mode=1777,nosuid,nodev" tmpfs "$d"; fi
+done
+mkdir -p "$0"
+mount --no-canonicalize --bind /proc/self/cwd "$0"
+cd "$0"
+shift
+exec "$@"
+"""
 
 # The throw-away uids: [UID_BASE, UID_BASE + UID_COUNT), chosen to be unused by any account.
 UID_BASE = int(os.environ.get("MOLE_SANDBOX_UID_BASE", "420000"))
@@ -132,6 +156,33 @@ def _probe_unshare() -> tuple[list[str], str]:
     return [], "NOT isolated: creating a network namespace is not permitted here"
 
 
+def _private_tmp_prefix(workdir: Path, size_mb: int) -> list[str]:
+    prefix, _ = _probe_unshare()
+    return [prefix[0], "--mount", *prefix[1:], which("sh") or "/bin/sh", "-c", _PRIVATE_TMP, str(workdir),
+            str(size_mb)]
+
+
+@cache
+def private_tmp_ok() -> bool:
+    """Whether runs get private tmpfs mounts over SHARED_DIRS here (mount namespaces permitted): probed
+    by writing to /tmp inside one and checking that nothing appears outside."""
+    if not _probe_unshare()[0] or which("mount") is None:
+        return False
+    leak = Path("/tmp") / f"mole-probe-{os.getpid()}-{random.randrange(1 << 30)}"
+    with tempfile.TemporaryDirectory(prefix="mole-probe-") as d:
+        Path(d, "marker").write_text("")
+        script = f'test -e "{d}/marker" && touch {leak}'
+        cmd = [*_private_tmp_prefix(Path(d), 1), which("sh") or "/bin/sh", "-c", script]
+        try:
+            ok = subprocess.run(cmd, cwd=d, capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+    if leak.exists():
+        leak.unlink()
+        return False
+    return ok
+
+
 @cache
 def uid_switch_ok() -> bool:
     """Whether samples can run under throw-away uids here (root with a working ``setpriv``)."""
@@ -149,8 +200,14 @@ def uid_switch_ok() -> bool:
 def sandbox_info() -> SandboxInfo:
     """What isolation the executor gets on this machine (probed once, cached)."""
     _, network = _probe_unshare()
-    notes = ["memory is limited per process (RLIMIT_DATA): a sample that forks may use up to nproc times as much",
-             "samples can write to world-writable directories (/tmp, /dev/shm); each file is capped at output_mb"]
+    notes = ["memory is limited per process (RLIMIT_DATA): a sample that forks may use up to nproc times as much"]
+    if private_tmp_ok():
+        notes.append(f"each run gets private tmpfs mounts over {', '.join(SHARED_DIRS)} (output_mb each)")
+    elif uid_switch_ok():
+        notes.append(f"files a sample's uid leaves in {', '.join(SHARED_DIRS)} are swept after its run")
+    else:
+        notes.append("samples can write to world-writable directories (/tmp, /dev/shm) and those files stay; "
+                     "each file is capped at output_mb")
     if which("prlimit") is None:
         raise RuntimeError("`prlimit` (util-linux) is missing: the executor cannot apply resource limits")
     if uid_switch_ok():
@@ -226,12 +283,31 @@ class UidPool:
         raise RuntimeError("no free sandbox uid")
 
     def release(self, uid: int, fd: int) -> None:
-        """Kill what the uid left running and give the lease back."""
+        """Kill what the uid left running, remove the files it left in shared directories, and give the
+        lease back."""
         if not _kill_uid(uid):
             with self._lock:
                 self._quarantined.add(uid)  # keep the lock: nobody else may inherit its processes
             return
+        sweep_uid_files(uid)
         os.close(fd)
+
+
+def sweep_uid_files(uid: int, dirs: Sequence[str] = SHARED_DIRS, depth: int = 3) -> None:
+    """Remove what ``uid`` owns in ``dirs`` and in the world-writable folders below them (where it could
+    write), never following a symlink. Run once the uid has no process left (nothing races it)."""
+    for d in dirs:
+        with contextlib.suppress(OSError), os.scandir(d) as entries:
+            for e in list(entries):
+                with contextlib.suppress(OSError):
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_uid == uid:
+                        if stat.S_ISDIR(st.st_mode):
+                            shutil.rmtree(e.path, ignore_errors=True)  # fd-based: safe against symlinks
+                        else:
+                            os.unlink(e.path)
+                    elif stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH and depth > 1:
+                        sweep_uid_files(uid, [e.path], depth - 1)
 
 
 def _uid_processes(uid: int, *, live_only: bool = False) -> list[int]:
@@ -315,13 +391,15 @@ def base_env(workdir: Path) -> dict[str, str]:
 
 
 def spawn(argv: Sequence[str], *, cwd: Path, env: dict[str, str], wall_s: float, cpu_s: int, data_mb: int,
-          fsize_mb: int, nproc: int | None, uid: int | None, tag: str, excerpt: int) -> Proc:
-    """Run ``argv`` in ``cwd`` under the limits (``uid``: as that uid; ``tag`` names its output files)."""
+          fsize_mb: int, nproc: int | None, uid: int | None, tag: str, excerpt: int,
+          private_tmp: bool = False) -> Proc:
+    """Run ``argv`` in ``cwd`` under the limits (``uid``: as that uid; ``tag`` names its output files;
+    ``private_tmp``: with private tmpfs mounts over SHARED_DIRS of ``fsize_mb`` each, where possible)."""
     prlimit, setpriv = which("prlimit"), which("setpriv")
     if prlimit is None:
         raise FileNotFoundError("prlimit")
     prefix, _ = _probe_unshare()
-    cmd = list(prefix)
+    cmd = _private_tmp_prefix(cwd, fsize_mb) if private_tmp and private_tmp_ok() else list(prefix)
     cmd += [prlimit, f"--cpu={cpu_s}:{cpu_s + 1}", f"--data={data_mb << 20}", f"--fsize={fsize_mb << 20}", "--core=0"]
     if nproc is not None:
         cmd.append(f"--nproc={nproc}")
