@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -25,7 +25,7 @@ from mole_lsp.errors import one_line
 from mole_lsp.lang.registry import load_registry
 from mole_lsp.server import protocol
 from mole_lsp.server.progress import ProgressReporter
-from mole_lsp.server.rpc import MoleProtocol
+from mole_lsp.server.rpc import MoleProtocol, serve_io, serve_tcp
 from mole_lsp.server.settings import Settings
 
 T = TypeVar("T")
@@ -63,6 +63,13 @@ class ServerBase(LanguageServer):
         self._said: set[str] = set()
         self._progress_ids = itertools.count(1)
         self.trace = os.environ.get(protocol.DEBUG_TRACE_ENV, "") not in ("", "0")
+
+    # -- transports: pygls' own, with the framing of mole_lsp.server.rpc -------------------------------------
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        serve_io(self, stdin, stdout)
+
+    def start_tcp(self, host: str, port: int) -> None:
+        serve_tcp(self, host, port)
 
     # -- loop plumbing ------------------------------------------------------------------------------------
     def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
