@@ -21,7 +21,8 @@ changed. Tags can be added with `LocalHub.set_ref`. If a test edits a file in pl
 `LocalHub.commit` (or call `LocalHub.refresh`): change detection of the folder uses file stats.
 
 Fault injection: `LocalHub.cut_download` closes the connection after some bytes of a file body,
-`LocalHub.fail` answers a status code instead of the file; `LocalHub.request_log` records every
+`LocalHub.fail` answers a status code instead of the file, `LocalHub.hold` stops a body half-way until
+an event is set, `LocalHub.slow_download` delays it; `LocalHub.request_log` records every
 request (method, path, query, Range header, status) so tests can check what was fetched.
 
 Pointing huggingface_hub at the server
@@ -55,6 +56,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +97,8 @@ class _Fault:
     status: int | None = None
     methods: tuple[str, ...] = ("GET",)
     only_ranged: bool = False
+    gate: threading.Event | None = None  # `LocalHub.hold`: the body waits half-way until it is set
+    delay: float = 0.0  # `LocalHub.slow_download`: seconds before the body
 
     def matches(self, repo_id: str, path: str, method: str, ranged: bool) -> bool:
         if method not in self.methods or (self.only_ranged and not ranged):
@@ -154,6 +158,7 @@ class LocalHub:
         return self
 
     def stop(self) -> None:
+        self.clear_faults()  # release held downloads
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -278,7 +283,21 @@ class LocalHub:
             _Fault(pattern, times, status=status, methods=tuple(methods), only_ranged=only_ranged)
         )
 
+    def hold(self, pattern: str, times: int | None = None) -> threading.Event:
+        """Stop the body of matching GETs half-way until the returned event is set (a download in progress
+        for as long as a test needs); `stop` sets it."""
+        gate = threading.Event()
+        self._faults.append(_Fault(pattern, times, gate=gate))
+        return gate
+
+    def slow_download(self, pattern: str, seconds: float, times: int | None = None) -> None:
+        """Wait ``seconds`` before sending the body of matching GETs."""
+        self._faults.append(_Fault(pattern, times, delay=seconds))
+
     def clear_faults(self) -> None:
+        for fault in self._faults:
+            if fault.gate is not None:
+                fault.gate.set()
         self._faults.clear()
 
     def clear_log(self) -> None:
@@ -476,11 +495,19 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "HEAD" or length == 0:
             return
         budget = fault.cut_after if fault is not None and fault.cut_after is not None else None
+        gate = fault.gate if fault is not None else None
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
         with self.hub._blob(oid).open("rb") as fh:
             fh.seek(start)
             left = length
             while left > 0:
-                chunk = fh.read(min(_CHUNK, left) if budget is None else min(_CHUNK, left, budget))
+                if gate is not None and left <= length // 2:
+                    self.wfile.flush()
+                    gate.wait(60)
+                    gate = None
+                step = min(_CHUNK, left) if gate is None else min(_CHUNK, left - length // 2)
+                chunk = fh.read(step if budget is None else min(step, budget))
                 if not chunk:
                     break
                 self.wfile.write(chunk)

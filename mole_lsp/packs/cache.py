@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 HUB_DIR = "hub"  # the huggingface_hub cache
 LOCAL_DIR = "local"  # folder installs, one folder per pack repository
+LOCKS_DIR = "locks"  # one lock file per pack folder, shared by every process using the cache
 LOCAL_PREFIX = "local-"  # revision names of folder installs: local-<sha12>
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -163,7 +165,8 @@ class PackCache:
         """``cache_dir``: overrides the default cache location (read from the settings at call time)."""
         self.repo_id = repo_id
         self._cache_override = cache_dir
-        self._verified: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        # folder -> (stamp, manifest, damage): hashing is done once per state of the files
+        self._verified: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None, str | None]] = {}
 
     @property
     def root(self) -> Path:
@@ -232,16 +235,40 @@ class PackCache:
             return None, None
         try:
             stamp = self._stamp(d)
-            hit = self._verified.get(str(d))
-            if hit is not None and hit[0] == stamp:
-                return hit[1], None
-            m = verify_pack(d, kind="core" if name == CORE_PACK else "expert",
-                            language=None if name == CORE_PACK else name)
-        except (PackError, OSError) as e:
+        except OSError as e:
             self._verified.pop(str(d), None)
             return None, str(e)
-        self._verified[str(d)] = (stamp, m)
-        return m, None
+        hit = self._verified.get(str(d))
+        if hit is not None and hit[0] == stamp:
+            return hit[1], hit[2]
+        try:
+            m: dict[str, Any] | None = verify_pack(d, kind="core" if name == CORE_PACK else "expert",
+                                                   language=None if name == CORE_PACK else name)
+            damage = None
+        except (PackError, OSError) as e:
+            m, damage = None, str(e)
+        self._verified[str(d)] = (stamp, m, damage)
+        return m, damage
+
+    @contextmanager
+    def pack_lock(self, revision: str, name: str, timeout: float) -> Iterator[bool]:
+        """Hold the lock of one pack folder (every process sharing this cache takes it around install,
+        verify and repair, so nobody judges a download in progress as damage). Yields False when it
+        could not be had within ``timeout`` seconds (0: do not wait)."""
+        from filelock import FileLock, Timeout
+
+        path = self.root / LOCKS_DIR / self.repo_id.replace("/", "--") / f"{revision}--{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     # ---- changing the cache
     def delete_pack(self, d: Path) -> None:

@@ -160,6 +160,7 @@ class PackHub:
     """The Hub side of one pack repository, downloading into the HF cache of a :class:`PackCache`."""
 
     unreachable_for: float = 60.0  # seconds a failed connection keeps the store offline
+    probe_timeout: float = 10.0  # seconds the reachability probe waits for an answer
 
     def __init__(self, cache: PackCache, endpoint: str | None = None, token: str | None = None,
                  offline: bool = False) -> None:
@@ -190,11 +191,33 @@ class PackHub:
             return "HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE") else "offline mode is on (HF_HUB_OFFLINE)"
         return self._down_reason or "the Hub cannot be reached"
 
+    @property
+    def unreachable_reason(self) -> str | None:
+        """Why the Hub is taken as unreachable now (a recent connection failure), None when it is not."""
+        return self._down_reason if time.monotonic() < self._down_until else None
+
     def mark_unreachable(self, exc: BaseException) -> None:
         """Stay offline for :attr:`unreachable_for` seconds after the connection failure ``exc``."""
         self._down_until = time.monotonic() + self.unreachable_for
         self._down_reason = f"cannot reach {self.endpoint or 'the Hub'}: {short_error(exc)}"
         log.warning("pack store %s: %s", self.repo_id, self._down_reason)
+
+    def mark_reachable(self) -> None:
+        """The Hub answered: forget an earlier connection failure."""
+        self._down_until = 0.0
+
+    def offline_reason(self) -> str:
+        """Why the Hub is not asked (offline flag, HF_HUB_OFFLINE, a connection failure)."""
+        return self._offline_reason()
+
+    def _probe(self, revision: str) -> None:
+        """One plain request for ``revision``: an unreachable Hub fails it at once, where huggingface_hub's
+        downloads would retry with backoff for about 23 s (or silently fall back to the cache)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=self.endpoint, token=self._token, library_name="mole-lsp", library_version=_version())
+        api.repo_info(self.repo_id, revision=revision, timeout=self.probe_timeout)
+        self.mark_reachable()
 
     def offline_error(self, what: str, language: str | None, missing: str) -> OfflineError:
         """The error for ``what`` not being cached while offline, with the command that gets it."""
@@ -219,6 +242,7 @@ class PackHub:
         not_found: str | None = None
         if not self.offline:
             try:
+                self._probe(rev)
                 folder = snapshot_download(self.repo_id, revision=rev, allow_patterns=[INDEX],
                                            tqdm_class=_Bar, **self._kwargs())
                 return open_snapshot(Path(folder)), None
@@ -254,6 +278,7 @@ class PackHub:
         sink = ProgressSink(progress, what, total_bytes)
         sink.say(f"Downloading {what} ({format_size(total_bytes)})", 0.0)
         try:
+            self._probe(revision)
             snapshot_download(self.repo_id, revision=revision, allow_patterns=[f"{folder}/*"],
                               tqdm_class=sink.bar_class(), max_workers=4, **self._kwargs())
         except Exception as e:

@@ -93,6 +93,8 @@ class PackStore:
         self._lock = threading.RLock()
         self._inflight: dict[tuple[str, str], Future[Any]] = {}
         self._src: Source | None = None
+        self._removed: dict[tuple[str, str], str] = {}  # (revision, pack) -> the damage of a removed copy
+        self.install_wait = 600.0  # seconds an install waits for another process installing the same pack
 
     # ---- settings
     @property
@@ -252,38 +254,70 @@ class PackStore:
             require_listed(src, [name], self.repo_id)  # an unknown language must not cost a core download
             core_dir = self._ensure(src, CORE_PACK, install, progress, needed_by)
             core, _ = self.cache.intact(core_dir, CORE_PACK)
-        return self._once((src.revision, name), lambda: self._ensure_one(src, name, install, progress, needed_by, core))
+        if not install:  # never waits for a download in progress (completions go on meanwhile)
+            return self._ensure_one(src, name, False, progress, needed_by, core)
+        return self._once((src.revision, name), lambda: self._ensure_one(src, name, True, progress, needed_by, core))
 
     def _ensure_one(self, src: Source, name: str, install: bool, progress: Progress | None,
                     needed_by: str | None, core: dict[str, Any] | None) -> Path:
         what = "core pack" if name == CORE_PACK else f"{name} pack"
         if name == CORE_PACK and needed_by:
             what = f"core pack (needed by the {needed_by} pack)"
-        d = src.pack_dir(name)
-        m, damage = self.cache.intact(d, name)
-        if m is None:
-            if damage is not None:
-                log.warning("%s: cached %s is damaged (%s); removing it", self.repo_id, what, damage)
-                self.cache.delete_pack(d)
-            if src.hub:
-                require_listed(src, [name], self.repo_id)
-            hint = f" (the cached copy was damaged and has been removed: {damage})" if damage else ""
-            if not install:
-                cmd = needed_by or (name if name != CORE_PACK else "<language>")
-                raise NotInstalled(f"{what} is not installed{hint}: run `mole-lsp install-pack {cmd}`")
-            if not src.hub:
-                raise StoreError(f"{what} is missing from the folder install {src.revision}{hint}: "
-                                 f"install it again with `mole-lsp install-pack --from DIR`")
-            if self.offline:
-                err = self.hub.offline_error(what, needed_by, name)
-                raise OfflineError(f"{err}{hint}", name) if hint else err
-            self._download(src, name, needed_by, progress)
+        # The folder's lock (shared with other processes on this cache) is held from the check to the end
+        # of a repair: a half-downloaded pack is someone's download in progress, never damage.
+        with self.cache.pack_lock(src.revision, name, self.install_wait if install else 0) as held:
+            if not held and not install:
+                raise NotInstalled(f"{what} is being downloaded; it is used once the download ends")
+            if not held:
+                raise StoreError(f"the {what} is still being installed by another process after "
+                                 f"{self.install_wait:.0f} s: try again later")
+            d = src.pack_dir(name)
             m, damage = self.cache.intact(d, name)
             if m is None:
-                raise StoreError(f"the {what} downloaded from {self.repo_id}@{short_revision(src.revision)} "
-                                 f"does not verify: {damage or 'its files are missing'}")
-        check_compatible(self.repo_id, self.base, d, name, core)
-        return d
+                self._get(src, name, d, damage, what, install, progress, needed_by)
+            check_compatible(self.repo_id, self.base, d, name, core)
+            return d
+
+    def _get(self, src: Source, name: str, d: Path, damage: str | None, what: str, install: bool,
+             progress: Progress | None, needed_by: str | None) -> None:
+        """Download the missing or damaged pack ``name`` into ``d`` (lock held), or raise why it cannot be."""
+        removed = self._removed.get((src.revision, name))
+        hint = (f" (the cached copy is damaged: {damage})" if damage else
+                f" (the cached copy was damaged and has been removed: {removed})" if removed else "")
+        if src.hub:
+            require_listed(src, [name], self.repo_id)
+        if not install:
+            cmd = needed_by or (name if name != CORE_PACK else "<language>")
+            raise NotInstalled(f"{what} is not installed{hint}: run `mole-lsp install-pack {cmd}`")
+        if not src.hub:
+            if damage is not None:
+                self.cache.delete_pack(d)
+            raise StoreError(f"{what} is missing from the folder install {src.revision}{hint}: "
+                             f"install it again with `mole-lsp install-pack --from DIR`")
+        if self.offline:
+            if damage is not None:  # kept: it is named until a repair can replace it
+                cmd = needed_by or (name if name != CORE_PACK else "<language>")
+                raise OfflineError(f"the cached {what} is damaged ({damage}) and cannot be repaired while the "
+                                   f"Hub is offline ({self.hub.offline_reason()}): run `mole-lsp install-pack "
+                                   f"{cmd}` when online", name)
+            err = self.hub.offline_error(what, needed_by, name)
+            raise OfflineError(f"{err}{hint}", name) if hint else err
+        if damage is not None:
+            log.warning("%s: cached %s is damaged (%s); downloading it again", self.repo_id, what, damage)
+            self.cache.delete_pack(d)
+            self._removed[(src.revision, name)] = damage
+            hint = f" (the cached copy was damaged and has been removed: {damage})"
+        try:
+            self._download(src, name, needed_by, progress)
+        except OfflineError as e:
+            if not hint:
+                raise
+            raise OfflineError(f"{e}{hint}", name) from e
+        m, damage = self.cache.intact(d, name)
+        if m is None:
+            raise StoreError(f"the {what} downloaded from {self.repo_id}@{short_revision(src.revision)} "
+                             f"does not verify: {damage or 'its files are missing'}")
+        self._removed.pop((src.revision, name), None)
 
     def _download(self, src: Source, name: str, needed_by: str | None, progress: Progress | None) -> None:
         what = "core pack" if name == CORE_PACK else f"{name} pack"

@@ -209,10 +209,12 @@ def test_corrupted_cached_pack_is_refused_and_fetched_again(hub: LocalHub, packs
     assert same_file(f, packs["v1"] / "experts" / "rust" / ADAPTERS)
     assert set(gets(hub)) <= RUST_FILES and "experts/rust/adapters.safetensors" in gets(hub)
 
-    # damaged while offline: refused and removed, with the reason
+    # damaged while offline: refused with the reason, and kept (named again) until a repair can replace it
     f.write_bytes(f.read_bytes()[:-10])
-    with pytest.raises(OfflineError, match="rust pack is not cached.*damaged.*truncated"):
-        store(tmp_path, offline=True).expert_path("rust")
+    for _ in range(2):
+        with pytest.raises(OfflineError, match="cached rust pack is damaged .*truncated.*cannot be repaired "
+                                               r"while the Hub is offline \(offline mode is on\)"):
+            store(tmp_path, offline=True).expert_path("rust")
     assert "rust" not in store(tmp_path, offline=True).installed()
 
 
