@@ -53,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("--revision", default=None, help="Hub revision of the dataset")
     data.add_argument("--languages", nargs="+", default=None,
                       help="language ids or names, space or comma separated (default: all found)")
+    data.add_argument("--language", default=None,
+                      help="language of every problem in --data (default: each record's `language` field, else "
+                           "its task-id prefix), for benchmarks such as MBXP or MultiPL-E")
     data.add_argument("--limit", type=int, default=None, help="first N problems per language")
     tasks = ap.add_argument_group("tasks and analyses")
     tasks.add_argument("--check-reference", action="store_true",
@@ -93,6 +96,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=Limits.wall_s, help="wall-clock seconds per test run")
     run.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
     run.add_argument("--example-tests", action="store_true", help="use the docstring examples as tests")
+    run.add_argument("--npm-packages", nargs="+", default=[], metavar="NAME[@VERSION]",
+                     help="extra npm packages JavaScript programs may require (MBXP's tests require lodash)")
+    run.add_argument("--node-modules", type=Path, default=None, metavar="DIR",
+                     help="take npm packages from this local node_modules folder instead of installing them")
     run.add_argument("--out", default=None, help="output folder: generations.jsonl, report.md, results.json, PNGs "
                      "(required for model runs)")
     run.add_argument("--append", action="store_true",
@@ -111,14 +118,16 @@ examples:
 
 def _executor(args: argparse.Namespace) -> Executor:
     limits = Limits(wall_s=args.timeout, cpu_s=max(1, int(args.timeout)), memory_mb=args.memory_mb)
-    return Executor(limits, workers=args.workers)
+    packages = [x for item in args.npm_packages for x in item.split(",") if x.strip()]
+    return Executor(limits, workers=args.workers, npm_packages=packages, node_modules=args.node_modules)
 
 
 def _load(args: argparse.Namespace) -> dict[str, list[Problem]]:
     langs = None
     if args.languages:
         langs = [x for item in args.languages for x in item.split(",") if x.strip()]
-    problems = load_problems(None if args.data == HUMANEVALPACK_REPO else args.data, langs, revision=args.revision)
+    problems = load_problems(None if args.data == HUMANEVALPACK_REPO else args.data, langs, revision=args.revision,
+                             language=args.language)
     if args.limit is not None:
         problems = {lang: ps[: args.limit] for lang, ps in problems.items()}
     return problems

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +25,9 @@ from mole_lsp.lang.plugins.execution import Build, CargoCrates, LinkedCrates, Np
 from training.eval.libraries import (
     LibraryError,
     build_prelude,
+    copy_npm_packages,
     crates_used,
+    parse_npm_packages,
     prepare_libraries,
     required_npm_packages,
 )
@@ -65,13 +67,20 @@ def default_cache_dir() -> Path:
 
 
 class Executor:
-    """Runs samples in sandboxes, one temporary directory each, ``workers`` at a time."""
+    """Runs samples in sandboxes, one temporary directory each, ``workers`` at a time.
+
+    ``npm_packages``: npm packages JavaScript programs may require besides the plugin's (``name`` or
+    ``name@version``); they come from the local ``node_modules`` folder when one is given (and so do
+    the plugin's packages found there), else they are installed with npm into the cache."""
 
     def __init__(self, limits: Limits | None = None, *, workers: int = 1, cache_dir: Path | None = None,
-                 switch_user: bool = True) -> None:
+                 switch_user: bool = True, npm_packages: Sequence[str] | Mapping[str, str] = (),
+                 node_modules: Path | None = None) -> None:
         self.limits = limits or Limits()
         self.workers = max(1, workers)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.npm_packages = dict(npm_packages) if isinstance(npm_packages, Mapping) else parse_npm_packages(npm_packages)
+        self.node_modules = Path(node_modules) if node_modules else None
         self.info = sandbox_info()
         self._pool = UidPool() if switch_user and uid_switch_ok() else None
         self._lock = threading.Lock()  # guards the dictionaries below and hands out per-language locks
@@ -98,9 +107,12 @@ class Executor:
             spec = toolchain_spec(lang)
             if spec is not None and spec.libraries is not None and tc.ready:
                 self._libraries_for(lang, spec)
-                error = self._library_errors.get(lang)
-                if error:
-                    tc = replace(tc, extras_missing=(*tc.extras_missing, error))
+                errors = [self._library_errors.get(lang, "")]
+                if isinstance(spec.libraries, NpmPackages) and self.node_modules is not None:
+                    absent = [n for n in self.npm_packages if not self._local_npm(n)]
+                    errors.append(f"npm packages missing from {self.node_modules}: {', '.join(absent)}" if absent else "")
+                if any(errors):
+                    tc = replace(tc, extras_missing=(*tc.extras_missing, *filter(None, errors)))
                     with self._lock:
                         self._toolchains[lang] = tc
             out[lang] = tc
@@ -110,13 +122,28 @@ class Executor:
         with self._lock:
             return self._lang_locks.setdefault(language, threading.Lock())
 
+    def _local_npm(self, name: str) -> bool:
+        return self.node_modules is not None and (self.node_modules / name / "package.json").is_file()
+
+    def _npm_wanted(self, spec: NpmPackages) -> NpmPackages:
+        """Every package programs may require: the plugin's and the run's."""
+        return NpmPackages({**spec.packages, **self.npm_packages}) if self.npm_packages else spec
+
+    def _npm_to_install(self, spec: NpmPackages) -> NpmPackages:
+        """The packages npm installs into the cache: the plugin's not found in the local node_modules,
+        and the run's when no local folder is given."""
+        if self.node_modules is None:
+            return self._npm_wanted(spec)
+        return NpmPackages({n: v for n, v in spec.packages.items() if not self._local_npm(n)})
+
     def _libraries_for(self, language: str, spec: Toolchain) -> LinkedCrates | Path | None:
         """The toolchain's libraries, prepared on first use (None when that failed)."""
         assert spec.libraries is not None
+        libraries = self._npm_to_install(spec.libraries) if isinstance(spec.libraries, NpmPackages) else spec.libraries
         with self._lang_lock(language):
             if language not in self._libraries and language not in self._library_errors:
                 try:
-                    self._libraries[language] = prepare_libraries(spec.libraries, lambda: compiler(language),
+                    self._libraries[language] = prepare_libraries(libraries, lambda: compiler(language),
                                                                   self.cache_dir)
                 except LibraryError as e:
                     self._library_errors[language] = str(e)
@@ -176,11 +203,16 @@ class Executor:
         os.chmod(src, 0o644)
         libraries = spec.libraries
         if isinstance(libraries, NpmPackages):
-            wanted = required_npm_packages(libraries, program)
-            modules = self._libraries_for(language, spec) if wanted else None
-            for name in wanted if isinstance(modules, Path) else []:
-                # A copy, not a link: the sandbox uid cannot traverse the (private) cache directory.
-                shutil.copytree(modules / name, workdir / "node_modules" / name)
+            # Copies, not links: the sandbox uid cannot traverse the (private) cache directory, and a
+            # private /tmp hides folders there.
+            wanted = required_npm_packages(self._npm_wanted(libraries), program)
+            local = [n for n in wanted if self._local_npm(n)]
+            if local and self.node_modules is not None:
+                copy_npm_packages(self.node_modules, local, workdir / "node_modules")
+            installed = [n for n in wanted if n in self._npm_to_install(libraries).packages]
+            modules = self._libraries_for(language, spec) if installed else None
+            if isinstance(modules, Path):
+                copy_npm_packages(modules, installed, workdir / "node_modules")
         elif isinstance(libraries, CargoCrates) and crates_used(libraries, program):
             built = self._libraries_for(language, spec)  # programs that use no crate do not wait for it
             crates = built if isinstance(built, LinkedCrates) else None

@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mole_lsp.lang.plugins.execution import CargoCrates, LinkedCrates, NpmPackages, Prelude
@@ -28,10 +29,12 @@ __all__ = [
     "build_crates",
     "build_prelude",
     "cargo_registry",
+    "copy_npm_packages",
     "crates_used",
     "install_npm_packages",
     "missing_libraries",
     "npm_packages_dir",
+    "parse_npm_packages",
     "prepare_libraries",
     "required_npm_packages",
 ]
@@ -155,6 +158,32 @@ def install_npm_packages(spec: NpmPackages, cache_dir: Path) -> Path:
         if proc.returncode != 0 or not all((modules / n / "package.json").exists() for n in spec.packages):
             raise RuntimeError(f"npm install {' '.join(wanted)} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return modules
+
+
+def parse_npm_packages(items: Iterable[str]) -> dict[str, str]:
+    """``name`` or ``name@version`` (scoped names too: ``@scope/name@1.2``) -> {name: version or "*"}."""
+    out = {}
+    for item in items:
+        name, at, version = item.strip().rpartition("@")
+        if not name or name.endswith("/") or not at:  # no version: "lodash", "@scope/name"
+            name, version = item.strip(), "*"
+        out[name] = version or "*"
+    return out
+
+
+def copy_npm_packages(modules: Path, names: Iterable[str], dest: Path) -> None:
+    """Copy packages of a flat ``node_modules`` folder into ``dest`` with the dependencies their
+    package.json declares (found beside them; nested node_modules folders come along in the copy)."""
+    todo, done = list(names), set()
+    while todo:
+        name = todo.pop()
+        src = modules / name
+        if name in done or not (src / "package.json").is_file():
+            continue
+        done.add(name)
+        shutil.copytree(src, dest / name, symlinks=False, dirs_exist_ok=True)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            todo += list(json.loads((src / "package.json").read_text(encoding="utf-8")).get("dependencies") or {})
 
 
 def required_npm_packages(spec: NpmPackages, program: str) -> list[str]:

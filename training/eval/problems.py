@@ -7,6 +7,10 @@ those for some languages only). :func:`load_problems` reads a local directory or
 (jsonl, jsonl.gz, json, parquet) or downloads HumanEvalPack from the Hub, and returns :class:`Problem`
 objects normalised across formats, with registry language ids. A language's problems need its
 plugin's PROGRAM (records of other languages are not problems here).
+
+Other benchmarks load as they are: a problem's language is the one given (``language=``, the CLI's
+``--language``), else its record's ``language`` field (MBXP, MultiPL-E), else its task-id prefix
+(HumanEval-X); MultiPL-E's ``name`` and ``tests`` stand for ``task_id`` and ``test``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "load_problems",
     "problem_from_record",
     "read_records",
+    "record_language",
     "reference_code",
 ]
 
@@ -123,15 +128,32 @@ def _text(rec: Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def record_language(rec: Mapping[str, Any]) -> str:
+    """The language of a record: its ``language`` field (MultiPL-E writes e.g. "py", "go_test.go"), else
+    its task-id prefix."""
+    value = rec.get("language")
+    if isinstance(value, str) and value.strip():
+        try:
+            return language_id(value)
+        except ValueError:
+            return language_id(re.split(r"[_.]", value.strip(), maxsplit=1)[0])
+    return language_id(str(_field(rec, "task_id", "name")).rpartition("/")[0])
+
+
+def _field(rec: Mapping[str, Any], *keys: str) -> Any:
+    return next((rec[k] for k in keys if k in rec), None)
+
+
 def problem_from_record(rec: Mapping[str, Any], language: str | None = None) -> Problem:
-    """Normalise one HumanEval-X or HumanEvalPack record."""
-    task_id = str(rec["task_id"])
-    head, _, number = task_id.rpartition("/")
-    lang = language or language_id(head)
+    """Normalise one record (HumanEval-X, HumanEvalPack, MBXP, MultiPL-E); ``language`` overrides the
+    record's own."""
+    task_id = str(_field(rec, "task_id", "name"))
+    number = task_id.rpartition("/")[2]
+    lang = language_id(language) if language else record_language(rec)
     index = int(number) if number.isdigit() else -1
     fmt = "humanevalpack" if "entry_point" in rec and "instruction" in rec else "humaneval-x"
     prompt, declaration = _text(rec, "prompt"), _text(rec, "declaration")
-    solution, test = _text(rec, "canonical_solution"), _text(rec, "test")
+    solution, test = _text(rec, "canonical_solution"), _text(rec, "test") or _text(rec, "tests")
     prefix = prefix_of(lang, prompt, declaration)
     open_name = open_function(lang, prefix)
     entry = _text(rec, "entry_point") or entry_point_of(lang, prefix + solution, test) or open_name
@@ -143,8 +165,9 @@ def problem_from_record(rec: Mapping[str, Any], language: str | None = None) -> 
     signature = signature_of(lang, prefix + solution, entry) or signature_of(lang, prefix, open_name)
     instruction = _text(rec, "instruction") or (
         f"Implement the {display_name(lang)} function `{signature}` described below.\n\n{docstring.strip()}")
-    known = {"task_id", "prompt", "declaration", "canonical_solution", "test", "example_test", "entry_point",
-             "docstring", "text", "instruction", "import", "test_setup", "buggy_solution"}
+    known = {"task_id", "name", "language", "prompt", "declaration", "canonical_solution", "test", "tests",
+             "example_test", "entry_point", "docstring", "text", "instruction", "import", "test_setup",
+             "buggy_solution"}
     return Problem(task_id=task_id, language=lang, index=index, prompt=prompt, declaration=declaration,
                    solution=solution, test=test, example_test=_text(rec, "example_test"), entry_point=entry,
                    docstring=docstring, instruction=instruction, imports=_text(rec, "import"),
@@ -154,20 +177,23 @@ def problem_from_record(rec: Mapping[str, Any], language: str | None = None) -> 
 
 
 def load_file(path: str | Path, language: str | None = None) -> list[Problem]:
-    """Problems of one file (language from each record's task id unless given)."""
-    return [problem_from_record(r, language) for r in read_records(path) if "task_id" in r and "test" in r]
+    """Problems of one file (language from each record unless given)."""
+    return [problem_from_record(r, language) for r in read_records(path)
+            if _field(r, "task_id", "name") is not None and _field(r, "test", "tests") is not None]
 
 
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 
 
 def load_problems(source: str | Path | None = None, languages: Iterable[str] | None = None, *,
-                  revision: str | None = None, cache_dir: str | Path | None = None) -> dict[str, list[Problem]]:
+                  revision: str | None = None, cache_dir: str | Path | None = None,
+                  language: str | None = None) -> dict[str, list[Problem]]:
     """Problems per language id, sorted by problem number.
 
     ``source``: a local file or directory in either format (any layout: files are recognised by
     their records), or None / ``"bigcode/humanevalpack"`` to fetch HumanEvalPack from the Hub
-    (``revision`` pins a commit)."""
+    (``revision`` pins a commit). ``language``: the language of every problem of a local source
+    (default: each record's own, see :func:`record_language`)."""
     wanted = None if languages is None else {language_id(x) for x in languages}
     if source is None or str(source) == HUMANEVALPACK_REPO:
         files = download_humanevalpack(sorted(wanted or BENCHMARK_LANGUAGES), revision=revision,
@@ -175,10 +201,11 @@ def load_problems(source: str | Path | None = None, languages: Iterable[str] | N
         paths = [(p, lang) for lang, ps in files.items() for p in ps]
     else:
         root = Path(source)
+        forced = language_id(language) if language else None
         if root.is_file():
-            paths = [(root, None)]
+            paths = [(root, forced)]
         elif root.is_dir():
-            paths = [(p, None) for p in sorted(root.rglob("*"))
+            paths = [(p, forced) for p in sorted(root.rglob("*"))
                      if p.is_file() and p.name.lower().endswith(_DATA_SUFFIXES)]
         else:
             raise FileNotFoundError(f"no such data file or directory: {root}")
@@ -195,7 +222,8 @@ def load_problems(source: str | Path | None = None, languages: Iterable[str] | N
             if wanted is None or p.language in wanted:
                 out.setdefault(p.language, {})[p.task_id] = p
     if not out:
-        raise ValueError(f"no HumanEval-X/HumanEvalPack problems found in {source}")
+        raise ValueError(f"no HumanEval-X/HumanEvalPack problems found in {source}"
+                         + ("" if language else " (--language names the language of records that do not)"))
     return {lang: sorted(ps.values(), key=lambda p: (p.index, p.task_id)) for lang, ps in sorted(out.items())}
 
 
