@@ -33,14 +33,19 @@ class EngineHost:
         self._future: asyncio.Future[Engine] | None = None
 
     def config(self) -> dict[str, Any]:
-        """Engine arguments: ``$MOLE_BASE_MODEL``, then the editor settings, then the command line."""
+        """Engine arguments: ``$MOLE_BASE_MODEL``, then the editor settings, then the command line.
+        A setting the editor sent wins even at its default ("auto", "main"); an empty one names nothing."""
         s, o = self.server.settings, self.server.options
+
+        def sent(name: str) -> Any:
+            return s[name] if name in s.sent else None
+
         return {
             "base_model": os.environ.get("MOLE_BASE_MODEL") or s.baseModel or o.base_model or None,
             "pack_repo": s.packRepo or o.pack_repo or None,
-            "revision": (s.packRevision if s.packRevision != "main" else None) or o.revision or "main",
+            "revision": sent("packRevision") or o.revision or "main",
             "cache_dir": s.cacheDir or o.cache_dir or None,
-            "device": (s.device if s.device != "auto" else None) or o.device or "auto",
+            "device": sent("device") or o.device or "auto",
             "offline": self.server.is_offline(),
             "auto_install": s.autoInstallPacks,
             "threads": o.threads,

@@ -9,6 +9,7 @@ value of an invalid setting stays in force.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -46,7 +47,9 @@ def validate(name: str, value: Any) -> tuple[Any, str | None]:
             return None, f"{key} must be true or false, not {_describe(value)}"
         return value, None
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        # NaN and ±infinity (JSON 1e999) are floats that int() refuses: no number of tokens either.
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()))):
             return None, f"{key} must be a whole number, not {_describe(value)}"
         lo, hi = RANGES.get(name, (-(2**31), 2**31))
         if not lo <= value <= hi:
@@ -87,6 +90,8 @@ class Settings:
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {name: copy.deepcopy(spec[1]) for name, spec in SETTINGS.items()}
+        # Names whose value the editor set (even to the default): they win over command-line options.
+        self.sent: set[str] = set()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -107,6 +112,7 @@ class Settings:
         changed: set[str] = set()
         problems: list[str] = []
         for name, raw in payload.items():
+            sent = raw is not None
             if raw is None:  # an unset value in the client means "default"
                 raw = copy.deepcopy(SETTINGS[name][1]) if name in SETTINGS else None
                 if raw is None:
@@ -116,6 +122,10 @@ class Settings:
                 problems.append(f"{problem} (keeping {_describe(self.values.get(name))})"
                                 if name in SETTINGS else problem)
                 continue
+            if sent:
+                self.sent.add(name)
+            else:
+                self.sent.discard(name)
             if self.values[name] != value:
                 self.values[name] = value
                 changed.add(name)

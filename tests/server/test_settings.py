@@ -107,3 +107,80 @@ def test_enable_map():
 def test_non_object_payload_is_a_problem():
     assert Settings().update([1, 2])[1]
     assert Settings().update(None) == (set(), [])
+
+
+NUMERIC = [name for name, (kind, _, _) in SETTINGS.items() if kind is int]
+# JSON texts a client may send for a number (Python's json reads NaN/Infinity; 1e999 is infinity)
+NON_NUMBERS = {"1e999": float("inf"), "-1e999": float("-inf"), "NaN": float("nan"), "1e300": 1e300,
+               "10**400": 10**400, "-10**400": -(10**400)}
+
+
+@pytest.mark.parametrize("text", list(NON_NUMBERS))
+@pytest.mark.parametrize("name", NUMERIC)
+def test_numbers_out_of_any_range_are_problems_not_crashes(name, text):
+    value, problem = validate(name, NON_NUMBERS[text])
+    assert value is None and problem.startswith(f"mole.{name} must")
+    s = Settings()
+    before = s[name]
+    changed, problems = s.update({name: NON_NUMBERS[text]})
+    assert changed == set() and len(problems) == 1 and f"keeping {before!r}" in problems[0]
+    assert s[name] == before
+
+
+def test_settings_sent_by_the_editor_are_known_even_when_they_equal_the_default():
+    s = Settings()
+    assert s.sent == set()
+    s.update({"device": "auto", "packRevision": "main", "maxNewTokens": "bad"})
+    assert s.sent == {"device", "packRevision"}  # a bad value was not taken
+    s.update({"device": None})  # unset: the default, as if never sent
+    assert s.sent == {"packRevision"}
+
+
+def test_numeric_settings_over_a_real_server(tmp_path):
+    """didChangeConfiguration with numbers no setting takes: one "invalid setting ... (keeping N)" message
+    each, never "Error in server", and the server answers on."""
+    from lsp_wire import Wire
+
+    wire = Wire(tmp_path, "--no-preload", "--base-model", "no-such-model")
+    try:
+        wire.initialize()
+        for name in NUMERIC:
+            for text in ("1e999", "-1e999", "NaN", "1e300", "1" + "0" * 400):
+                start = len(wire.shown())
+                body = '{"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration", "params": {"settings": '
+                wire.send_raw(_frame(f'{body}{{"mole": {{"{name}": {text}}}}}}}}}'))
+                assert "result" in wire.status()
+                said = wire.shown()[start:]
+                assert len(said) == 1 and f"invalid setting: mole.{name} must" in said[0], (name, text, said)
+                assert f"(keeping {SETTINGS[name][1]})" in said[0]
+        assert not [m for m in wire.shown() if "Error in server" in m]
+    finally:
+        assert wire.close() == 0
+
+
+def _frame(body: str) -> bytes:
+    data = body.encode()
+    return b"Content-Length: %d\r\n\r\n" % len(data) + data
+
+
+def test_editor_settings_win_over_the_command_line_even_at_their_default(monkeypatch):
+    from mole_lsp.server.app import create_server
+    from mole_lsp.server.base import Options
+
+    monkeypatch.delenv("MOLE_BASE_MODEL", raising=False)
+    cli = Options(base_model="cli-base", pack_repo="cli/packs", revision="v1", cache_dir="/cli-cache",
+                  device="cpu", preload=False)
+    server = create_server(cli)
+    cfg = server.host.config()  # nothing sent yet: the command line
+    assert (cfg["base_model"], cfg["pack_repo"], cfg["revision"], cfg["cache_dir"], cfg["device"]) == (
+        "cli-base", "cli/packs", "v1", "/cli-cache", "cpu")
+    server.settings.update({"device": "auto", "packRevision": "main"})  # the defaults, set on purpose
+    cfg = server.host.config()
+    assert (cfg["device"], cfg["revision"]) == ("auto", "main")
+    # An empty path setting names nothing: the command line's value stays.
+    server.settings.update({"baseModel": "", "packRepo": "", "cacheDir": ""})
+    cfg = server.host.config()
+    assert (cfg["base_model"], cfg["pack_repo"], cfg["cache_dir"]) == ("cli-base", "cli/packs", "/cli-cache")
+    server.settings.update({"baseModel": "editor-base", "device": None})  # device unset again: CLI
+    cfg = server.host.config()
+    assert (cfg["base_model"], cfg["device"]) == ("editor-base", "cpu")
