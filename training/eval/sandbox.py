@@ -289,7 +289,8 @@ class UidPool:
             with self._lock:
                 self._quarantined.add(uid)  # keep the lock: nobody else may inherit its processes
             return
-        sweep_uid_files(uid)
+        if not private_tmp_ok():  # else what it wrote there vanished with its mount namespace
+            sweep_uid_files(uid)
         os.close(fd)
 
 
