@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mole_lsp.lang.plugins.execution import Build, CargoCrates, LinkedCrates, NpmPackages, Toolchain
+from training.eval import sandbox
 from training.eval.libraries import (
     LibraryError,
     build_prelude,
@@ -31,16 +32,7 @@ from training.eval.libraries import (
     prepare_libraries,
     required_npm_packages,
 )
-from training.eval.sandbox import (
-    Limits,
-    UidPool,
-    base_env,
-    is_root,
-    sandbox_info,
-    spawn,
-    uid_switch_ok,
-    user_task_count,
-)
+from training.eval.sandbox import SHARED_DIRS, Limits, base_env, is_root, sandbox_info, spawn, uid_switch_ok
 from training.eval.toolchains import (
     ToolchainStatus,
     available_toolchains,
@@ -48,6 +40,7 @@ from training.eval.toolchains import (
     interpreter,
     toolchain_spec,
 )
+from training.eval.uids import UidPool, user_task_count
 from training.eval.verdicts import ExecResult, Status, classify_run, first_error_line, run_notes
 
 __all__ = ["Executor", "default_cache_dir", "run_program"]
@@ -82,7 +75,9 @@ class Executor:
         self.npm_packages = dict(npm_packages) if isinstance(npm_packages, Mapping) else parse_npm_packages(npm_packages)
         self.node_modules = Path(node_modules) if node_modules else None
         self.info = sandbox_info()
-        self._pool = UidPool() if switch_user and uid_switch_ok() else None
+        # Without a private /tmp per run, what a sample's uid leaves in the shared directories is swept.
+        sweep = () if sandbox.private_tmp_ok() else SHARED_DIRS
+        self._pool = UidPool(sweep_dirs=sweep) if switch_user and uid_switch_ok() else None
         self._lock = threading.Lock()  # guards the dictionaries below and hands out per-language locks
         self._lang_locks: dict[str, threading.Lock] = {}
         self._libraries: dict[str, LinkedCrates | Path] = {}

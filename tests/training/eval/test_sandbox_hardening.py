@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.eval import sandbox
-from training.eval.sandbox import UID_BASE, UID_COUNT, UidPool
+from training.eval.uids import UID_BASE, UID_COUNT, UidPool, sweep_uid_files
 
 
 @pytest.fixture
@@ -124,6 +124,6 @@ def test_sweep_removes_what_the_sample_uid_owns(tmp_path: Path) -> None:
     made[4].symlink_to(victim)
     for p in made:
         os.lchown(p, uid, uid)
-    sandbox.sweep_uid_files(uid, [str(shared)])
+    sweep_uid_files(uid, [str(shared)])
     assert sorted(p.name for p in shared.iterdir()) == ["roots-file", "world-writable"]
     assert list(nested.iterdir()) == [] and (victim / "data").exists() and keep.exists()
