@@ -22,6 +22,8 @@ RANGES: dict[str, tuple[int, int]] = {
     "explainMaxNewTokens": (1, 4096),
     "contextTokens": (64, 16384),
     "debounceMs": (0, 5000),
+    "kvCacheMB": (0, 65536),
+    "multiLineTimeMs": (0, 60000),
 }
 # String settings restricted by a regular expression: (pattern, what the message says is accepted).
 PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {

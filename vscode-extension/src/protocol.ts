@@ -165,6 +165,9 @@ export interface ServerSettings {
   explainMaxNewTokens?: number;
   contextTokens?: number;
   debounceMs?: number;
+  kvCacheMB?: number;
+  multiLineTimeMs?: number;
+  reuseSuggestions?: boolean;
   enable?: Record<string, boolean>;
   offline?: boolean;
   autoInstallPacks?: boolean;
@@ -183,6 +186,9 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   explainMaxNewTokens: 256,
   contextTokens: 1024,
   debounceMs: 150,
+  kvCacheMB: 256,
+  multiLineTimeMs: 1000,
+  reuseSuggestions: true,
   enable: { '*': true },
   offline: false,
   autoInstallPacks: true,
