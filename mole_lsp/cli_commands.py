@@ -97,7 +97,10 @@ def _read(path: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such file")
-    return p.read_text(encoding="utf-8")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def _file_language(args: argparse.Namespace, text: str) -> str | None:

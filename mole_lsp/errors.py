@@ -5,9 +5,11 @@ from __future__ import annotations
 
 # Exception types (matched by class name anywhere in the MRO, so optional modules need not be imported)
 # whose message tells the user what to fix: the CLI prints them as one line instead of a traceback.
+# Plain ValueError is not one: a ValueError nobody raised for the user is a bug and keeps its traceback;
+# code that reports a user's mistake raises UserError or one of the typed errors below.
 USER_ERROR_NAMES = frozenset({
     "UserError", "BaseModelError", "StoreError", "OfflineError", "PackError", "RegistryError",
-    "FileNotFoundError", "IsADirectoryError", "PermissionError", "UnicodeDecodeError", "ValueError",
+    "FileNotFoundError", "IsADirectoryError", "PermissionError",
 })
 
 

@@ -73,3 +73,23 @@ def test_positions_are_one_based_and_checked(common, tmp_path, line, col, needle
     assert main([*common, "complete", str(src), "--line", line, "--col", col]) == 2
     assert needle in capsys.readouterr().err
 
+
+
+def test_a_file_that_is_not_utf8_is_a_user_error(common, tmp_path, capsys):
+    src = tmp_path / "latin1.py"
+    src.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
+    assert main([*common, "complete", str(src), "--line", "1", "--col", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mole-lsp: error:") and "latin1.py is not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_a_bug_is_not_a_user_error(monkeypatch):
+    """A ValueError that no command raises on purpose surfaces with its traceback (exit status 1)."""
+    from mole_lsp import cli
+
+    def bug(args):
+        raise ValueError("a bug, not the user's")
+
+    monkeypatch.setitem(cli.COMMANDS, "list-packs", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["list-packs"])

@@ -18,5 +18,13 @@ def test_user_errors_by_class_name():
         pass
 
     assert is_user_error(UserError("x")) and is_user_error(FileNotFoundError()) and is_user_error(StoreError())
-    assert is_user_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))  # a ValueError
     assert not is_user_error(RuntimeError("bug")) and not is_user_error(KeyError("k"))
+
+
+def test_value_errors_are_bugs_unless_typed():
+    from mole_lsp.lang.registry import RegistryError
+    from mole_lsp.packs.format import PackError
+
+    assert not is_user_error(ValueError("a bug")) and not is_user_error(OverflowError("a bug"))
+    assert not is_user_error(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))  # the CLI says which file
+    assert is_user_error(PackError("bad pack")) and is_user_error(RegistryError("bad registry"))
