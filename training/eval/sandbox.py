@@ -266,7 +266,7 @@ def spawn(argv: Sequence[str], *, cwd: Path, env: dict[str, str], wall_s: float,
     if prlimit is None:
         raise FileNotFoundError("prlimit")
     prefix, _ = _probe_unshare()
-    cmd = _private_tmp_prefix(cwd, fsize_mb) if private_tmp and private_tmp_ok() else list(prefix)
+    cmd = _private_tmp_prefix(cwd, max(1, fsize_mb)) if private_tmp and private_tmp_ok() else list(prefix)
     cmd += [prlimit, f"--cpu={cpu_s}:{cpu_s + 1}", f"--data={data_mb << 20}", f"--fsize={fsize_mb << 20}", "--core=0"]
     if nproc is not None:
         cmd.append(f"--nproc={nproc}")

@@ -1,7 +1,7 @@
 """Verdicts: what a sample's run means (passed, failed test, timeout, memory, crash), and why, in one line.
 
 A run passes when the program exits with status 0, unless its runtime only logs failed assertions
-and one was logged. The output is read with the language's
+and one was logged, or its test harness says that no test ran (nothing tested is not a pass). The output is read with the language's
 :class:`~mole_lsp.lang.plugins.execution.Verdicts` markers.
 """
 
