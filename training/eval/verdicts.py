@@ -51,8 +51,8 @@ class ExecResult:
         return self.status is Status.PASSED
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+def _last_line(text: str, noise: re.Pattern[str] | None = None) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not (noise and noise.match(ln.strip()))]
     return lines[-1][:200] if lines else ""
 
 
@@ -102,7 +102,8 @@ def classify_run(verdicts: Verdicts, p: Proc, limits: Limits, source: str = "") 
         return Status.FAILED, _failure_reason(verdicts, both, source)
     how = f"signal {signal.Signals(p.signal).name}" if p.signal else f"exit code {p.exit_code}"
     found = verdicts.error_line.search(both) if verdicts.error_line is not None else None
-    why = found.group(0).strip()[:200] if found else _last_line(p.stderr) or _last_line(p.stdout)
+    why = found.group(0).strip()[:200] if found else (_last_line(p.stderr, verdicts.noise)
+                                                       or _last_line(p.stdout, verdicts.noise))
     return Status.RUNTIME_ERROR, f"{how}: {why}"
 
 

@@ -113,6 +113,7 @@ class Verdicts:
     no_tests: Callable[[str], bool] | None = None  # whether the run's output says that no test ran
     # The line that says why a failed run failed, where the output's last line does not (first match wins).
     error_line: re.Pattern[str] | None = None
+    noise: re.Pattern[str] | None = None  # lines that never say why (a runtime's banner), skipped otherwise
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ TOOLCHAIN = Toolchain(
                       memory=("heap out of memory", "Fatal process out of memory", "Fatal JavaScript invalid size"),
                       location=re.compile(r"^\s*at (?!console\.assert\b).*?prog\.js:(\d+):\d+", re.M),
                       # The uncaught error, not the "Node.js v20..." banner Node prints last.
-                      error_line=re.compile(r"^[\w.$]*(?:Error|Exception)\b(?: \[\w+\])?: .*$", re.M)),
+                      error_line=re.compile(r"^[\w.$]*(?:Error|Exception)\b(?: \[\w+\])?: .*$", re.M),
+                      noise=re.compile(r"^(?:Node\.js v\d|\(Use `node --trace-uncaught)")),
 )
 
 # console.assert only logs; HumanEval-X's JavaScript tests rely on it, so make a false assertion fatal.

@@ -46,6 +46,8 @@ def test_javascript_reason_is_the_error_not_the_node_banner(executor: Executor) 
     r = executor.run("javascript", "const x = undefinedThing();\n")
     assert r.status is Status.RUNTIME_ERROR
     assert "ReferenceError: undefinedThing is not defined" in r.reason and "Node.js v" not in r.reason, r.reason
+    r = executor.run("javascript", "throw 'no such item';\n")  # not an Error: Node prints the value alone
+    assert r.status is Status.RUNTIME_ERROR and "no such item" in r.reason, r.reason
 
 
 def test_go_syntax_error_reason_is_the_diagnostic(executor: Executor) -> None:
