@@ -121,4 +121,5 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "enable": (dict, {"*": True}, "Per VS Code languageId on/off map; '*' is the default."),
     "offline": (bool, False, "Never touch the network: cached packs only."),
     "autoInstallPacks": (bool, True, "Download a missing expert pack the first time a language is used."),
+    "idleUnloadMinutes": (int, 30, "Free the model after this many idle minutes; 0 = never (0-10080)."),
 }

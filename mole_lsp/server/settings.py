@@ -24,6 +24,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "debounceMs": (0, 5000),
     "kvCacheMB": (0, 65536),
     "multiLineTimeMs": (0, 60000),
+    "idleUnloadMinutes": (0, 10080),
 }
 # String settings restricted by a regular expression: (pattern, what the message says is accepted).
 PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {

@@ -171,6 +171,7 @@ export interface ServerSettings {
   enable?: Record<string, boolean>;
   offline?: boolean;
   autoInstallPacks?: boolean;
+  idleUnloadMinutes?: number;
 }
 
 export type ServerSettingName = keyof ServerSettings;
@@ -192,4 +193,5 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   enable: { '*': true },
   offline: false,
   autoInstallPacks: true,
+  idleUnloadMinutes: 30,
 };

@@ -29,6 +29,7 @@ export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec }
   enable: { kind: 'enableMap' },
   offline: { kind: 'bool' },
   autoInstallPacks: { kind: 'bool' },
+  idleUnloadMinutes: { kind: 'int', min: 0, max: 10080 },
 };
 
 export const SERVER_SETTING_NAMES = Object.keys(SERVER_SETTING_SPECS) as ServerSettingName[];
