@@ -6,7 +6,7 @@ cannot hand one out (not published, not cached while offline, refused, a failed 
 
 from __future__ import annotations
 
-__all__ = ["NotInstalled", "OfflineError", "StoreError"]
+__all__ = ["Cancelled", "NotInstalled", "OfflineError", "StoreError"]
 
 
 class StoreError(RuntimeError):
@@ -23,3 +23,7 @@ class OfflineError(StoreError):
 
 class NotInstalled(StoreError):
     """A pack is absent and installing it was not allowed (``install=False``)."""
+
+
+class Cancelled(StoreError):
+    """A download was cancelled; nothing half-downloaded is used (huggingface_hub resumes it next time)."""

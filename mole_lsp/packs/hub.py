@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from mole_lsp import paths
 from mole_lsp.packs.cache import PackCache, short_revision
-from mole_lsp.packs.errors import OfflineError, StoreError
+from mole_lsp.packs.errors import Cancelled, OfflineError, StoreError
 from mole_lsp.packs.format import INDEX
 
 __all__ = ["PackHub", "Progress", "ProgressSink", "format_size", "is_unreachable", "short_error"]
@@ -44,8 +44,10 @@ class ProgressSink:
     """Collects the byte counts huggingface_hub reports to its progress bars and forwards them as
     ``progress(message, fraction)``; throttled to about one call per percent."""
 
-    def __init__(self, callback: Progress | None, label: str, total_bytes: int) -> None:
-        self.callback, self.label, self.total = callback, label, total_bytes
+    def __init__(self, callback: Progress | None, label: str, total_bytes: int,
+                 cancel: threading.Event | None = None) -> None:
+        """``cancel``: once set, the next progress update (every downloaded chunk) raises Cancelled."""
+        self.callback, self.label, self.total, self.cancel = callback, label, total_bytes, cancel
         self._bars: list[_Bar] = []
         self._lock = threading.Lock()
         self._last = -1.0
@@ -58,7 +60,13 @@ class ProgressSink:
         with self._lock:
             self._bars.append(bar)
 
+    def check(self) -> None:
+        """Raise Cancelled when the download was cancelled."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"the download of the {self.label} was cancelled")
+
     def changed(self) -> None:
+        self.check()  # raised inside huggingface_hub's chunk loop: the .incomplete file is never renamed
         if self.callback is None:
             return
         with self._lock:
@@ -172,6 +180,7 @@ class PackHub:
         self._token = token
         self._down_until = 0.0
         self._down_reason = ""
+        self.on_change: Callable[[], None] | None = None  # called when the Hub becomes (un)reachable
 
     @property
     def endpoint(self) -> str | None:
@@ -201,10 +210,26 @@ class PackHub:
         self._down_until = time.monotonic() + self.unreachable_for
         self._down_reason = f"cannot reach {self.endpoint or 'the Hub'}: {short_error(exc)}"
         log.warning("pack store %s: %s", self.repo_id, self._down_reason)
+        self._changed()
 
     def mark_reachable(self) -> None:
-        """The Hub answered: forget an earlier connection failure."""
+        """The Hub answered (or is to be asked again): forget an earlier connection failure."""
+        was_down = self.unreachable_reason is not None
         self._down_until = 0.0
+        if was_down:
+            self._changed()
+
+    def ask_again(self) -> None:
+        """Let the next call try the Hub despite a recent connection failure (an explicit install); the
+        outcome of that call says whether it is reachable."""
+        self._down_until = 0.0
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a status display must not break a download
+                log.exception("reachability callback failed")
 
     def offline_reason(self) -> str:
         """Why the Hub is not asked (offline flag, HF_HUB_OFFLINE, a connection failure)."""
@@ -267,20 +292,25 @@ class PackHub:
         return None, not_found
 
     def download(self, revision: str, folder: str, what: str, total_bytes: int, progress: Progress | None,
-                 offline_what: str, language: str | None, missing: str) -> None:
+                 offline_what: str, language: str | None, missing: str,
+                 cancel: threading.Event | None = None) -> None:
         """Download the pack ``folder`` (e.g. ``experts/rust``) of commit ``revision`` into the HF cache.
 
         ``what`` names it in progress and errors; when the Hub turns out unreachable, OfflineError
-        ``offline_error(offline_what, language, missing)`` is raised; any other failure is a StoreError.
+        ``offline_error(offline_what, language, missing)`` is raised; setting ``cancel`` stops it with
+        Cancelled; any other failure is a StoreError.
         """
         from huggingface_hub import snapshot_download
 
-        sink = ProgressSink(progress, what, total_bytes)
+        sink = ProgressSink(progress, what, total_bytes, cancel)
+        sink.check()
         sink.say(f"Downloading {what} ({format_size(total_bytes)})", 0.0)
         try:
             self._probe(revision)
             snapshot_download(self.repo_id, revision=revision, allow_patterns=[f"{folder}/*"],
                               tqdm_class=sink.bar_class(), max_workers=4, **self._kwargs())
+        except Cancelled:
+            raise
         except Exception as e:
             if is_unreachable(e):
                 self.mark_unreachable(e)

@@ -234,32 +234,40 @@ class PackStore:
         except NotInstalled as e:
             raise StoreError(str(e)) from None
 
-    def install(self, languages: Iterable[str], progress: Progress | None = None) -> dict[str, InstalledPack]:
-        """Install (and verify) the core and the given languages' experts; returns what is installed."""
+    def install(self, languages: Iterable[str], progress: Progress | None = None, *,
+                cancel: threading.Event | None = None, retry: bool = False) -> dict[str, InstalledPack]:
+        """Install (and verify) the core and the given languages' experts; returns what is installed.
+
+        ``cancel``: setting it stops a download with :class:`~mole_lsp.packs.errors.Cancelled`.
+        ``retry``: ask the Hub again even after a recent connection failure (an explicit install)."""
+        if retry:
+            self.hub.ask_again()
         langs = [check_language(x) for x in languages]
         src = self._source(langs[0] if langs else None)
         require_listed(src, [CORE_PACK, *langs], self.repo_id)  # fail before downloading anything
         out: dict[str, InstalledPack] = {}
         for name in [CORE_PACK, *langs]:
-            d = self._ensure(src, name, True, progress, None if name == CORE_PACK else name)
+            d = self._ensure(src, name, True, progress, None if name == CORE_PACK else name, cancel)
             m, _ = self.cache.intact(d, name)
             assert m is not None
             out[name] = src.installed(name, d, m)
         return out
 
     def _ensure(self, src: Source, name: str, install: bool, progress: Progress | None,
-                needed_by: str | None) -> Path:
+                needed_by: str | None, cancel: threading.Event | None = None) -> Path:
         core = None
         if name != CORE_PACK:
             require_listed(src, [name], self.repo_id)  # an unknown language must not cost a core download
-            core_dir = self._ensure(src, CORE_PACK, install, progress, needed_by)
+            core_dir = self._ensure(src, CORE_PACK, install, progress, needed_by, cancel)
             core, _ = self.cache.intact(core_dir, CORE_PACK)
         if not install:  # never waits for a download in progress (completions go on meanwhile)
             return self._ensure_one(src, name, False, progress, needed_by, core)
-        return self._once((src.revision, name), lambda: self._ensure_one(src, name, True, progress, needed_by, core))
+        return self._once((src.revision, name),
+                          lambda: self._ensure_one(src, name, True, progress, needed_by, core, cancel))
 
     def _ensure_one(self, src: Source, name: str, install: bool, progress: Progress | None,
-                    needed_by: str | None, core: dict[str, Any] | None) -> Path:
+                    needed_by: str | None, core: dict[str, Any] | None,
+                    cancel: threading.Event | None = None) -> Path:
         what = "core pack" if name == CORE_PACK else f"{name} pack"
         if name == CORE_PACK and needed_by:
             what = f"core pack (needed by the {needed_by} pack)"
@@ -274,12 +282,12 @@ class PackStore:
             d = src.pack_dir(name)
             m, damage = self.cache.intact(d, name)
             if m is None:
-                self._get(src, name, d, damage, what, install, progress, needed_by)
+                self._get(src, name, d, damage, what, install, progress, needed_by, cancel)
             check_compatible(self.repo_id, self.base, d, name, core)
             return d
 
     def _get(self, src: Source, name: str, d: Path, damage: str | None, what: str, install: bool,
-             progress: Progress | None, needed_by: str | None) -> None:
+             progress: Progress | None, needed_by: str | None, cancel: threading.Event | None) -> None:
         """Download the missing or damaged pack ``name`` into ``d`` (lock held), or raise why it cannot be."""
         removed = self._removed.get((src.revision, name))
         hint = (f" (the cached copy is damaged: {damage})" if damage else
@@ -308,7 +316,7 @@ class PackStore:
             self._removed[(src.revision, name)] = damage
             hint = f" (the cached copy was damaged and has been removed: {damage})"
         try:
-            self._download(src, name, needed_by, progress)
+            self._download(src, name, needed_by, progress, cancel)
         except OfflineError as e:
             if not hint:
                 raise
@@ -319,13 +327,14 @@ class PackStore:
                              f"does not verify: {damage or 'its files are missing'}")
         self._removed.pop((src.revision, name), None)
 
-    def _download(self, src: Source, name: str, needed_by: str | None, progress: Progress | None) -> None:
+    def _download(self, src: Source, name: str, needed_by: str | None, progress: Progress | None,
+                  cancel: threading.Event | None = None) -> None:
         what = "core pack" if name == CORE_PACK else f"{name} pack"
         entry = pack_entries(src.index)[name]
         total = sum(int(f.get("size", 0)) for f in (entry.get("files") or {}).values())
         folder = CORE_DIR if name == CORE_PACK else f"{EXPERTS_DIR}/{name}"
         offline_what = what + (f" (needed by the {needed_by} pack)" if name == CORE_PACK and needed_by else "")
-        self.hub.download(src.revision, folder, what, total, progress, offline_what, needed_by, name)
+        self.hub.download(src.revision, folder, what, total, progress, offline_what, needed_by, name, cancel)
 
     def _once(self, key: tuple[str, str], work: Callable[[], T]) -> T:
         """``work()``, or the outcome of the call already doing it for the same pack (one download at a time)."""

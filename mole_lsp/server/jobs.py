@@ -1,13 +1,16 @@
 """Generation jobs: one per document at a time (a newer request supersedes the older one and stops its
 generation), found by JSON-RPC id for ``$/cancelRequest``, and run on the model thread.
 
+A generation never downloads: it runs with the packs already installed (falling back as the engine
+does), and what it lacked is installed in the background (:mod:`~mole_lsp.server.downloads`) when
+``autoInstallPacks`` is on; the next request uses it.
+
 The status follows each generation (protocol.py: ``mole/status``); with tracing on, every request
 ends with a ``mole/trace`` record, also when it never started a generation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +22,8 @@ from mole_lsp.engine.decode import CancelToken, GenerationResult
 from mole_lsp.engine.engine import Engine
 from mole_lsp.errors import one_line
 from mole_lsp.server.base import ServerBase
+from mole_lsp.server.downloads import Downloads
 from mole_lsp.server.host import EngineHost
-from mole_lsp.server.progress import ProgressReporter
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Jobs:
         self.by_request: dict[Any, Job] = {}  # JSON-RPC request id -> job ($/cancelRequest)
         self._ids = itertools.count(1)
         self.generations = 0  # generations actually started (bench, tests)
+        self.downloads = Downloads(server)
 
     def begin(self, key: str, kind: str) -> Job:
         """A new request for ``key`` (a document) supersedes the previous one: its generation stops."""
@@ -94,16 +98,7 @@ class Jobs:
         if job.token.cancelled:
             server.send_trace({"job": job.id, "kind": job.kind, "started": False, "stop_reason": "superseded"})
             return None
-        report: ProgressReporter | None = None
-
-        def on_progress(message: str, fraction: float | None) -> None:
-            nonlocal report
-            if report is None:
-                report = server.new_progress("mole-lsp: downloading packs")
-                server.set_status(state="downloading", message=message)
-                server.in_loop(lambda: asyncio.ensure_future(report.begin(message)))  # type: ignore[union-attr]
-            else:
-                report.report(message, fraction)
+        self.downloads.watch(engine.packs)
 
         def work() -> GenerationResult:
             if job.token.cancelled:  # superseded while queued behind another generation
@@ -112,11 +107,11 @@ class Jobs:
             # Only the state: the active* fields keep describing the last finished generation until this
             # one knows which expert it used.
             server.set_status(state="generating")
-            engine.progress = on_progress
+            engine.auto_install = False  # downloads run on the pack thread (downloads.py), never here
             try:
                 return call(engine, job.token)
             finally:
-                engine.progress = None
+                engine.auto_install = server.settings.autoInstallPacks
 
         try:
             result = await server.run_model(work)
@@ -126,13 +121,16 @@ class Jobs:
         except Exception as e:
             server.set_status(state="ready", message=one_line(e))
             raise
-        finally:
-            if report is not None:
-                report.end("done")
+        auto = server.settings.autoInstallPacks and not server.is_offline()
+        if auto and (result.base_only or (language in server.registry and result.expert != language)):
+            self.downloads.want(engine.packs, language if language in server.registry else None)
         for note in result.notes:
+            if auto and ("is not installed" in note or "is being downloaded" in note):
+                continue  # being installed in the background: its progress says so
             server.say(note, types.MessageType.Warning)
         server.set_status(state="ready", activeExpert=result.expert, activeLanguage=language, activeUri=uri,
                           vscodeLanguageId=vscode_language_id, baseOnly=result.base_only, message=None)
+        self.downloads.sync_offline(engine.packs)
         record = {"job": job.id, "kind": job.kind, "started": True, "superseded": job.superseded, **result.to_dict()}
         server.send_trace(record)
         return result

@@ -1,7 +1,7 @@
 """Pack commands: ``mole.installPack``, ``mole.removePack``, ``mole.listPacks`` (see protocol.py).
 
 Store calls may touch the network, so they run on the pack thread, never on the model thread:
-completions in installed languages keep working during a download.
+completions keep working during a download (:mod:`~mole_lsp.server.downloads`, cancellable).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from mole_lsp.packs.errors import StoreError
 from mole_lsp.packs.format import CORE_PACK, EXPERTS_DIR
 from mole_lsp.server import protocol
 from mole_lsp.server.arguments import languages_argument, single_argument
+from mole_lsp.server.downloads import can_install
 from mole_lsp.server.host import EngineUnavailable
 from mole_lsp.server.state import MoleServer
 
@@ -61,27 +62,20 @@ def register(server: MoleServer) -> None:
         if engine is None:
             return {"installed": installed, "errors": errors}
         store = engine.packs
-        report = ls.new_progress("mole-lsp: installing packs")
-        await report.begin(", ".join(langs))
-        try:
-            for raw in langs:
-                lang = ls.registry.resolve(raw)
-                if lang is None:
-                    errors[raw] = f"unknown language {raw!r}"
-                    continue
-                ls.set_status(state="downloading", message=f"installing the {lang} pack")
-                try:
-                    if isinstance(store, FolderPacks) or store is None:
-                        if store is None or store.expert_path(lang) is None:
-                            raise StoreError(f"no {lang} expert in the pack folder")
-                    else:
-                        await ls.run_io(lambda lang=lang: store.install([lang], progress=report.report))
-                    installed.append(lang)
-                except StoreError as e:  # not published, offline, refused: one line per language
-                    errors[raw] = str(e)  # anything else is a bug: it fails the request with its traceback
-        finally:
-            report.end(f"installed: {', '.join(installed) or 'none'}")
-            ls.set_status(state="ready", message=None)
+        for raw in langs:
+            lang = ls.registry.resolve(raw)
+            if lang is None:
+                errors[raw] = f"unknown language {raw!r}"
+                continue
+            try:
+                if not can_install(store):
+                    if store is None or store.expert_path(lang) is None:
+                        raise StoreError(f"no {lang} expert in the pack folder")
+                else:  # on the pack thread with a cancellable progress: completions go on meanwhile
+                    await ls.jobs.downloads.install(store, [lang], retry=True)
+                installed.append(lang)
+            except StoreError as e:  # not published, offline, refused, cancelled: one line per language
+                errors[raw] = str(e)  # anything else is a bug: it fails the request with its traceback
         if errors:
             ls.say("; ".join(f"{k}: {v}" for k, v in errors.items()), types.MessageType.Warning, once=False)
         return {"installed": installed, "errors": errors}

@@ -1,11 +1,14 @@
 """Server-initiated work-done progress (``$/progress``) that any thread may report to.
 
-A reporter is a no-op when the client lacks ``window.workDoneProgress`` or refuses the token.
+A reporter is a no-op when the client lacks ``window.workDoneProgress`` or refuses the token. A
+cancellable one (downloads) sets :attr:`ProgressReporter.cancel` when the client sends
+``window/workDoneProgress/cancel`` for its token.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -30,10 +33,12 @@ class ProgressHost(Protocol):
 class ProgressReporter:
     """One work-done progress: ``begin`` on the loop, then ``report``/``end`` from any thread."""
 
-    def __init__(self, server: ProgressHost, title: str, token: str) -> None:
+    def __init__(self, server: ProgressHost, title: str, token: str, cancellable: bool = False) -> None:
         self.server = server
         self.title = title
         self.token = token
+        self.cancellable = cancellable
+        self.cancel = threading.Event()  # set when the client cancels this progress
         self.active = False
         self.ended = False  # end() may come before the client answered the create request
         self._last = 0.0
@@ -54,8 +59,12 @@ class ProgressReporter:
         if self.ended:
             return
         self.active = True
-        self.server.work_done_progress.begin(
-            self.token, types.WorkDoneProgressBegin(title=self.title, message=message, cancellable=False))
+        progress = self.server.work_done_progress
+        progress.begin(self.token, types.WorkDoneProgressBegin(title=self.title, message=message,
+                                                               cancellable=self.cancellable))
+        future = progress.tokens.get(self.token)  # pygls cancels it on window/workDoneProgress/cancel
+        if self.cancellable and future is not None:
+            future.add_done_callback(lambda f: f.cancelled() and self.cancel.set())
 
     def report(self, message: str, fraction: float | None = None) -> None:
         now = time.monotonic()
@@ -77,5 +86,6 @@ class ProgressReporter:
             if self.active:
                 self.active = False
                 self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+                self.server.work_done_progress.tokens.pop(self.token, None)  # pygls keeps every token
 
         self.server.in_loop(send)

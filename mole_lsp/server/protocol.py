@@ -8,7 +8,9 @@ Standard LSP used
 - ``textDocument/inlineCompletion`` (LSP 3.18, advertised with ``InlineCompletionOptions``): ghost text.
 - ``textDocument/completion``: the same generation as one completion item, for clients without 3.18.
 - ``$/cancelRequest``: stops a running generation between two tokens.
-- ``$/progress`` (work-done progress): model load and pack downloads.
+- ``$/progress`` (work-done progress): model load and pack downloads. Downloads run beside the model
+  (completions answer with the fallback adapters meanwhile) and are cancellable
+  (``window/workDoneProgress/cancel``); a cancelled pack is not fetched again automatically.
 - ``window/showMessage``: bad settings, missing packs, degraded modes (said once).
 
 Commands (``workspace/executeCommand``; ``arguments`` is a list holding ONE object)

@@ -26,7 +26,7 @@ class _BrokenStore(PackStore):
         super().__init__("mole-test/none", cache_dir=cache, offline=True)
         self.error = error
 
-    def install(self, languages, progress=None):  # type: ignore[override]
+    def install(self, languages, progress=None, **kwargs):  # type: ignore[override]
         raise self.error
 
 

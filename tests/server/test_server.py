@@ -133,6 +133,12 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def installed_in_background(srv: Harness, lang: str) -> bool:
+    """Whether a background download of ``lang``'s pack has ended installed (server/downloads.py)."""
+    return any(r and r[-1].kind == "end" and f"{lang}: installed" in (r[-1].message or "")
+               for r in list(srv.client.progress_reports.values()))
+
+
 async def until(cond, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
@@ -189,6 +195,8 @@ async def shared_srv(shared_hub, tmp_path_factory, tiny_world):  # noqa: F811
     async with serving(shared_hub, cache, tiny_world) as h:
         # Loaded before any test uses it: no test depends on being the one that waited for the load.
         await until(lambda: any(s["state"] in ("ready", "error") for s in h.statuses), what="model load")
+        # ... with the experts installed: no test depends on being the first to use a language.
+        await h.command(protocol.CMD_INSTALL_PACK, {"languages": ["python", "rust"]})
         yield h
 
 
@@ -215,7 +223,12 @@ async def test_initialize_advertises_inline_completion_and_commands(srv):
 
 async def test_python_completion_uses_python_expert_and_downloads_lazily(hub, cache, tiny_world):  # noqa: F811
     async with serving(hub, cache, tiny_world) as srv:
-        uri = srv.open("a.py", "python", PY)
+        # The expert is missing: the shared adapter answers at once while the pack downloads meanwhile ...
+        await srv.inline(srv.open("a0.py", "python", PY), 3, 11)
+        first = srv.generated("inline")[-1]
+        assert first["language"] == "python" and first["expert"] is None
+        await until(lambda: installed_in_background(srv, "python"), what="the python pack download")
+        uri = srv.open("a.py", "python", PY)  # ... and the next request uses it
         result = await srv.inline(uri, 3, 11)
         assert result is not None and len(result.items) <= 1
         trace = srv.generated("inline")[-1]
@@ -229,7 +242,10 @@ async def test_python_completion_uses_python_expert_and_downloads_lazily(hub, ca
 async def test_rust_document_downloads_only_the_rust_folder(hub, cache, tiny_world):  # noqa: F811
     async with serving(hub, cache, tiny_world) as srv:
         await srv.inline(srv.open("a.py", "python", PY), 3, 11)  # a session that already used Python
+        await until(lambda: installed_in_background(srv, "python"), what="the python pack download")
         before = set(srv.client.progress_reports)
+        await srv.inline(srv.open("main0.rs", "rust", RS), 2, 4)  # the fallback, while Rust downloads
+        await until(lambda: installed_in_background(srv, "rust"), what="the rust pack download")
         uri = srv.open("main.rs", "rust", RS)
         await srv.inline(uri, 2, 4)
         trace = srv.generated("inline")[-1]
@@ -423,6 +439,8 @@ async def test_corrupted_cached_pack_is_refused_and_fetched_again(hub, cache, ti
     h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4})
     await h.start()
     try:
+        await h.inline(h.open("j0.rs", "rust", RS), 2, 4)  # refused: the fallback, while it is fetched again
+        await until(lambda: installed_in_background(h, "rust"), what="the rust pack download")
         uri = h.open("j.rs", "rust", RS)
         await h.inline(uri, 2, 4)
         assert set(h.generated("inline")[-1]["routes"]) == {"rust"}
