@@ -296,6 +296,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
       enable: { '*': true, markdown: false },
       offline: false,
       autoInstallPacks: true,
+      idleUnloadMinutes: 30,
     });
     assert.equal(readFileSync(argsFile, 'utf8').trim(), '-m mole_lsp serve --log-level debug');
 

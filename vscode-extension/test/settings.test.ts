@@ -44,6 +44,7 @@ describe('readServerSettings', () => {
         enable: { '*': false, python: true },
         offline: true,
         autoInstallPacks: false,
+        idleUnloadMinutes: 0,
       }),
     );
     assert.deepEqual(problems, []);
@@ -63,6 +64,7 @@ describe('readServerSettings', () => {
       enable: { '*': false, python: true },
       offline: true,
       autoInstallPacks: false,
+      idleUnloadMinutes: 0,
     });
   });
 
