@@ -123,3 +123,16 @@ def test_the_store_is_bounded_and_checks_stamps(tiny_world):  # noqa: F811
     engine.experts.epoch += 1  # what a weight change does
     r = engine.complete(OTHER + "xy", "", "python", max_new_tokens=2, context_tokens=128, cache_key="b")
     assert r.reused_tokens == 0
+
+
+def test_switching_the_merged_language_back_and_forth_is_exact(pair):
+    def complete(text: str, lang: str):
+        return pair("complete", text, "", lang, max_new_tokens=4, context_tokens=128, cache_key=lang)
+
+    complete(DOC, "python")
+    complete(OTHER, "rust")  # both experts loaded from here on: the epoch stays
+    complete(DOC + "d", "python")
+    epoch = pair.warm.experts.epoch
+    assert complete(OTHER + "x", "rust").reused_tokens > 0  # computed while Rust was merged, as now
+    assert complete(DOC + "de", "python").reused_tokens > 0
+    assert pair.warm.experts.epoch == epoch

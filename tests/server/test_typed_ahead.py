@@ -80,7 +80,7 @@ async def test_typing_through_a_suggestion_reuses_its_rest(tiny_world, tmp_path)
             assert len(first) >= 3
             for typed in (1, 2):
                 assert await ask(DOC + first[:typed]) == first[typed:]
-                await _until(lambda: len(traces) >= typed + 1, "trace")
+                await _until(lambda n=typed + 1: len(traces) >= n, "trace")
                 assert traces[-1]["stop_reason"] == "typed_ahead" and not traces[-1]["started"]
             assert generations() == 1  # the model never ran again
             # Something else typed: the model runs.
