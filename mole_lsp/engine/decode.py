@@ -5,7 +5,7 @@ The loop sees the model only through a :data:`Forward` callable (token ids, the 
 the cache -> logits of the last position and the new cache); the engine's adapter manager supplies it.
 Stop rules, in the order they are checked: cancellation, an end-of-sequence token, a stop string, the
 end of the cursor's line (``end_of_line``: a completion with code after the cursor on its line,
-``Prompt.single_line``), the completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`, the
+``Prompt.single_line``, without the line's existing rest when the model wrote it again), the completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`, the
 time budget of a multi-line completion (``time_budget``: once a line is complete and ``time_budget_ms``
 has passed since the first token, the complete lines are kept, like llama.cpp's ``t_max_predict_ms``),
 the token budget.
@@ -220,7 +220,7 @@ class Decoder:
                 final_text, reason = hit
                 break
             if single_line and "\n" in text:
-                final_text, reason = text[: text.index("\n")], "end_of_line"
+                final_text, reason = _without_line_rest(text[: text.index("\n")], prompt.suffix), "end_of_line"
                 break
             if mode == "completion" and "\n" in piece:
                 cut = completion_stop(text, prompt)
@@ -243,6 +243,8 @@ class Decoder:
                 cut = completion_stop(text, prompt, final=True)
                 if cut is not None:
                     final_text, reason = cut
+                if single_line:
+                    final_text = _without_line_rest(final_text, prompt.suffix)
         t_end = time.perf_counter()
         if kv is not None:
             kv.put(kv_key, fed_ids, fed_routes, past, kv_stamp)
@@ -264,6 +266,14 @@ def _result(text: str, mode: str, routes: list[str], labels: list[str], reason: 
     return GenerationResult(text=text, mode=mode, language=None, expert=None, routes=routes, labels=labels,
                             stop_reason=reason, prompt_tokens=len(prompt.ids), new_tokens=n_new,
                             timings=timings)
+
+
+def _without_line_rest(line: str, suffix: str) -> str:
+    """A single-line completion minus what the cursor's line already has after the cursor (the model
+    often writes a line to its end: ``x)`` before an existing ``)``)."""
+    rest = suffix.split("\n", 1)[0].strip()
+    body = line.rstrip()
+    return body[: len(body) - len(rest)] if rest and body.endswith(rest) else line
 
 
 def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator | None) -> int:

@@ -89,6 +89,12 @@ def test_code_after_the_cursor_gets_one_line():
     prompt = completion_prompt(tok, "x = foo(", ")\nbar()\n", "python")
     r = _decoder(tok, Scripted(tok, "1, 2\n    y = 3\n")).run(prompt, "completion", "python", 30, [], 0.0, None, None)
     assert (r.text, r.stop_reason) == ("1, 2", "end_of_line")
+    # The model writing the line to its end: what the line already has is not suggested again.
+    r = _decoder(tok, Scripted(tok, "1, 2)\n")).run(prompt, "completion", "python", 30, [], 0.0, None, None)
+    assert (r.text, r.stop_reason) == ("1, 2", "end_of_line")
+    n = len(tok("1, 2)", add_special_tokens=False)["input_ids"])
+    r = _decoder(tok, Scripted(tok, "1, 2)\n")).run(prompt, "completion", "python", n, [], 0.0, None, None)
+    assert (r.text, r.stop_reason) == ("1, 2", "max_tokens")
     # At a line end the same text goes on over several lines.
     prompt = completion_prompt(tok, "x = foo(1)\n", "", "python")
     r = _decoder(tok, Scripted(tok, "y = 2\nz = 3\n")).run(prompt, "completion", "python", 8, [], 0.0, None, None)
