@@ -19,7 +19,7 @@ from typing import Any
 from lsprotocol import types
 
 from mole_lsp.engine.engine import Engine
-from mole_lsp.errors import is_user_error, one_line
+from mole_lsp.errors import UserError, is_user_error, one_line
 from mole_lsp.server.base import ServerBase
 from mole_lsp.server.settings import RELOAD
 
@@ -177,6 +177,7 @@ class EngineHost:
 
         def work() -> Engine:
             t0 = time.perf_counter()
+            check_device(cfg["device"])
             engine = Engine.from_spec(cfg["base_model"], cache_dir=cfg["cache_dir"], pack_repo=cfg["pack_repo"],
                                       revision=cfg["revision"], offline=cfg["offline"], device=cfg["device"],
                                       progress=report.report, auto_install=cfg["auto_install"],
@@ -232,6 +233,24 @@ class EngineHost:
             server.say(note, types.MessageType.Warning)
         server.set_status(state="ready", baseOnly=engine.base_only, message=None)
         return engine
+
+
+def check_device(device: str) -> None:
+    """UserError when ``device`` names hardware this machine lacks (before any weight is loaded)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"device {device}: CUDA is not available on this machine")
+        if index and int(index) >= count:
+            raise UserError(f"device {device} does not exist: this machine has {count} CUDA device(s), "
+                            f"cuda:0 to cuda:{count - 1}")
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError("device mps: Apple's MPS is not available on this machine")
 
 
 def _done(engine: Engine) -> asyncio.Future[Engine]:

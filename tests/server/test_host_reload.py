@@ -98,6 +98,7 @@ async def test_a_reload_that_fails_keeps_the_previous_model(tiny_world, tmp_path
         await until(lambda: srv.messages("keeping the previous model"), 60, "the reload's error")
         status = await srv.status()
         assert status["state"] == "ready" and "keeping the previous model" in status["message"]
+        assert {"device": "cuda:7", "baseModel": "no-such-model"}[setting] in status["message"]  # says why
         assert set((await srv.complete_new())["routes"]) == {"python"}
         # the failed value is not in force: an unrelated change does not try it again
         n = len(srv.messages("keeping the previous model"))
