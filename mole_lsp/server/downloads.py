@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import time
+import weakref
 from typing import Any
 
 from lsprotocol import types
@@ -44,13 +45,13 @@ class Downloads:
         self.running: dict[str, asyncio.Task[Any]] = {}
         self._failed: dict[str, float] = {}  # pack -> when an automatic install failed
         self._cancelled: set[str] = set()  # packs the user cancelled: not fetched again automatically
-        self._watched: set[int] = set()
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # stores whose reachability is followed
 
     def watch(self, store: Any) -> None:
         """Keep the status's ``offline`` true to the Hub's reachability as ``store`` finds it."""
-        if not can_install(store) or id(store) in self._watched:
+        if not can_install(store) or store in self._watched:
             return
-        self._watched.add(id(store))
+        self._watched.add(store)
         store.hub.on_change = lambda: self.sync_offline(store)
         self.sync_offline(store)
 
@@ -62,21 +63,23 @@ class Downloads:
         else:
             self.server.set_status(offline=True, message=f"offline: {reason}")
 
-    def want(self, store: Any, language: str | None) -> None:
-        """Install, in the background, what a generation lacked: the core and ``language``'s expert."""
+    def want(self, engine: Any, language: str | None) -> None:
+        """Install, in the background, what a generation of ``engine`` lacked: the core and ``language``'s
+        expert."""
+        store = engine.packs
         name = language or CORE_PACK
         if (not can_install(store) or name in self.running or name in self._cancelled
                 or time.monotonic() - self._failed.get(name, -RETRY_AFTER) < RETRY_AFTER):
             return
-        task = asyncio.ensure_future(self._auto(store, name, [language] if language else []))
+        task = asyncio.ensure_future(self._auto(engine, name, [language] if language else []))
         self.running[name] = task
 
-    async def _auto(self, store: Any, name: str, languages: list[str]) -> None:
+    async def _auto(self, engine: Any, name: str, languages: list[str]) -> None:
         try:
-            listed = await self.server.run_io(store.available)
+            listed = await self.server.run_io(engine.packs.available)
             if any(x not in listed for x in [CORE_PACK, *languages]):
                 return  # not published (or the Hub is down): the engine's notes already say so
-            await self.install(store, languages)
+            await self.install(engine, languages)
         except Cancelled:
             self._cancelled.add(name)
         except StoreError as e:  # not published, offline, refused: said once, tried again later
@@ -88,9 +91,11 @@ class Downloads:
         finally:
             self.running.pop(name, None)
 
-    async def install(self, store: Any, languages: list[str], *, retry: bool = False) -> list[str]:
-        """Install the core and ``languages``' experts on the pack thread with a cancellable progress;
-        returns the packs installed. StoreError (Cancelled when the user cancelled) says why not."""
+    async def install(self, engine: Any, languages: list[str], *, retry: bool = False) -> list[str]:
+        """Install the core and ``languages``' experts of ``engine``'s store on the pack thread with a
+        cancellable progress; returns the packs installed. StoreError (Cancelled when the user cancelled)
+        says why not. The engine looks for its core again at the next request."""
+        store = engine.packs
         what = ", ".join(languages) or "core"
         report = ProgressReporter(self.server, "mole-lsp: downloading packs",
                                   f"mole-{os.getpid()}-download-{next(_ids)}", cancellable=True)
@@ -101,6 +106,9 @@ class Downloads:
             installed = await self.server.run_io(
                 lambda: store.install(languages, progress=report.report, cancel=report.cancel, retry=retry))
             outcome = "installed"
+            retry_core = getattr(engine, "retry_core", None)
+            if retry_core is not None:
+                retry_core()  # a base-only engine takes the new core at its next request
             return sorted(installed)
         except Cancelled:
             outcome = "cancelled"

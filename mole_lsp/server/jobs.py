@@ -123,7 +123,7 @@ class Jobs:
             raise
         auto = server.settings.autoInstallPacks and not server.is_offline()
         if auto and (result.base_only or (language in server.registry and result.expert != language)):
-            self.downloads.want(engine.packs, language if language in server.registry else None)
+            self.downloads.want(engine, language if language in server.registry else None)
         for note in result.notes:
             if auto and ("is not installed" in note or "is being downloaded" in note):
                 continue  # being installed in the background: its progress says so

@@ -72,7 +72,7 @@ def register(server: MoleServer) -> None:
                     if store is None or store.expert_path(lang) is None:
                         raise StoreError(f"no {lang} expert in the pack folder")
                 else:  # on the pack thread with a cancellable progress: completions go on meanwhile
-                    await ls.jobs.downloads.install(store, [lang], retry=True)
+                    await ls.jobs.downloads.install(engine, [lang], retry=True)
                 installed.append(lang)
             except StoreError as e:  # not published, offline, refused, cancelled: one line per language
                 errors[raw] = str(e)  # anything else is a bug: it fails the request with its traceback

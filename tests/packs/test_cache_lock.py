@@ -20,7 +20,7 @@ from hub_server import LocalHub
 
 from mole_lsp.core.config import MoleConfig
 from mole_lsp.core.model import attach_mole
-from mole_lsp.packs.errors import NotInstalled, OfflineError, StoreError
+from mole_lsp.packs.errors import Cancelled, NotInstalled, OfflineError, StoreError
 from mole_lsp.packs.format import ADAPTERS, BaseIdentity, export_packs, fingerprint_model
 from mole_lsp.packs.store import PackStore
 
@@ -148,3 +148,34 @@ def test_damaged_pack_with_the_hub_down_is_named_quickly(hub: LocalHub, tmp_path
         assert "not cached" not in msg
     with pytest.raises(NotInstalled):
         down._ensure(down._source(), "python", False, None, "python")
+
+
+def test_a_cancelled_download_stops_and_leaves_nothing_in_use(hub: LocalHub, tmp_path: Path) -> None:
+    s = PackStore(REPO, cache_dir=tmp_path / "cache")
+    s.core_path()
+    gate = hub.hold("experts/python/adapters.safetensors", times=1)
+    cancel = threading.Event()
+    outcome: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            s.install(["python"], cancel=cancel)
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            outcome.append(e)
+
+    worker = threading.Thread(target=install)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("experts/python/adapters" in r.path for r in list(hub.request_log)):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        cancel.set()
+    finally:
+        gate.set()  # the next chunk arrives: the download stops there
+        worker.join(30)
+    assert outcome and isinstance(outcome[0], Cancelled), outcome
+    assert "python" not in s.installed()
+    with pytest.raises(StoreError, match="python pack is not installed"):
+        s.expert_path("python", install=False)
+    assert set(s.install(["python"])) == {"core", "python"}  # a later install completes it
