@@ -258,12 +258,16 @@ class PackCache:
         from filelock import FileLock, Timeout
 
         path = self.root / LOCKS_DIR / self.repo_id.replace("/", "--") / f"{revision}--{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=timeout)
         except Timeout:
             yield False
+            return
+        except OSError as e:  # a read-only cache: nobody can install into it, reading needs no lock
+            log.debug("no lock for %s: %s", path, e)
+            yield True
             return
         try:
             yield True

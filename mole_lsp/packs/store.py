@@ -290,7 +290,7 @@ class PackStore:
              progress: Progress | None, needed_by: str | None, cancel: threading.Event | None) -> None:
         """Download the missing or damaged pack ``name`` into ``d`` (lock held), or raise why it cannot be."""
         removed = self._removed.get((src.revision, name))
-        hint = (f" (the cached copy is damaged: {damage})" if damage else
+        hint = (f" (the cached copy is incomplete or damaged: {damage})" if damage else
                 f" (the cached copy was damaged and has been removed: {removed})" if removed else "")
         if src.hub:
             require_listed(src, [name], self.repo_id)

@@ -169,8 +169,13 @@ async def test_cancelling_the_download_stops_it_and_uses_nothing_of_it(hub, tmp_
         assert trace["expert"] is None
         await asyncio.sleep(0.5)
         assert _gets(hub, PY_ADAPTERS) == 1  # a cancelled pack is not fetched again on its own
-        out = await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]})  # ... but on request
-        assert out == {"installed": ["python"], "errors": {}}
+        gate = hub.hold(PY_ADAPTERS, times=1)  # ... but on request, and completions go on meanwhile
+        install = asyncio.ensure_future(srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]}))
+        await until(lambda: _gets(hub, PY_ADAPTERS) == 2, what="the requested download to start")
+        trace, took = await srv.inline()
+        assert trace["expert"] is None and took < 5, took
+        gate.set()
+        assert await install == {"installed": ["python"], "errors": {}}
         trace, _ = await srv.inline()
         assert trace["expert"] == "python"
 
