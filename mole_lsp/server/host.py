@@ -46,7 +46,9 @@ class EngineHost:
         self.load_error: str | None = None
         self._future: asyncio.Future[Engine] | None = None
         self._load_id = 0  # number of the current load; older loads are stale
-        self._engine_settings: dict[str, Any] = {}  # the RELOAD settings the engine was loaded with
+        # The RELOAD settings the engine was loaded with (value, sent by the editor), restored when a
+        # reload with new ones fails.
+        self._engine_settings: dict[str, tuple[Any, bool]] = {}
         self.last_used = time.monotonic()  # when a request last asked for the engine
         self._idle_task: asyncio.Task[None] | None = None
 
@@ -170,7 +172,7 @@ class EngineHost:
     async def _load(self, load_id: int, previous: Engine | None) -> Engine:
         server = self.server
         cfg = self.config()
-        kept = {name: server.settings.values[name] for name in RELOAD}
+        kept = {name: (server.settings.values[name], name in server.settings.sent) for name in RELOAD}
         report = server.new_progress("mole-lsp: loading the model")
         server.set_status(state="loading", message="loading the base model", offline=cfg["offline"])
         await report.begin("resolving the base model")
@@ -205,7 +207,7 @@ class EngineHost:
             report.end(f"failed: {error}")
             if previous is not None:
                 # The new settings cannot be served: the model in use stays, and so do its settings.
-                server.settings.values.update(self._engine_settings)
+                _restore(server.settings, self._engine_settings)
                 self._future = _done(previous)
                 self.engine = previous
                 message = f"could not load the model with the new settings ({error}); keeping the previous model"
@@ -233,6 +235,12 @@ class EngineHost:
             server.say(note, types.MessageType.Warning)
         server.set_status(state="ready", baseOnly=engine.base_only, message=None)
         return engine
+
+
+def _restore(settings: Any, kept: dict[str, tuple[Any, bool]]) -> None:
+    for name, (value, sent) in kept.items():
+        settings.values[name] = value
+        (settings.sent.add if sent else settings.sent.discard)(name)
 
 
 def check_device(device: str) -> None:
