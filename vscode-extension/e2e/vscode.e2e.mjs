@@ -146,6 +146,13 @@ cs.stdout.on('data', (d) => csOut.push(d));
 cs.stderr.on('data', (d) => csOut.push(d));
 let csExited = false;
 cs.on('exit', () => (csExited = true));
+// Stopped from outside (timeout, Ctrl+C): take code-server down with us.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => {
+    if (!csExited) cs.kill('SIGTERM');
+    process.exit(1);
+  });
+}
 
 let browser;
 let page;
