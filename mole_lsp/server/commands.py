@@ -69,4 +69,6 @@ def register(server: MoleServer) -> None:
     @server.command(protocol.CMD_STATUS)
     def status(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
         single_argument(list(arguments), protocol.CMD_STATUS)
+        if ls.host.engine is not None:  # offline as the store found the Hub, also before any generation
+            ls.jobs.downloads.watch(ls.host.engine.packs)
         return dict(ls.status)
