@@ -153,6 +153,10 @@ class EngineHost:
     async def _watch_idle(self) -> None:
         while (limit := self.idle_seconds()) > 0:
             await asyncio.sleep(min(30.0, max(0.05, limit / 4)))
+            jobs = getattr(self.server, "jobs", None)
+            if jobs is not None and jobs.by_key:  # a generation is running: in use, however long it takes
+                self.last_used = time.monotonic()
+                continue
             idle = time.monotonic() - self.last_used
             if self.engine is not None and idle >= limit and self._future_done():
                 self.unload_idle(idle)
