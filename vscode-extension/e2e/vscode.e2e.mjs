@@ -1,6 +1,9 @@
 // The extension in a real VS Code (code-server) driven by a headless Chromium: install the .vsix, open a
 // Python file from the Explorer, type, see ghost text from mole-lsp (a tiny model), accept it with Tab,
 // hover the status bar item, run Explain Selection, stop code-server and check no process is left.
+// The workspace is not trusted (restricted mode), its .vscode/settings.json names a planted interpreter
+// and it holds a planted mole_lsp package (`python -m` imports from its working directory): neither
+// may run.
 // Run by .ci/vscode-e2e.sh, which installs the tools and builds the .vsix and the tiny world.
 //
 // Environment: E2E_TOOLS (a folder whose node_modules has playwright-core and code-server), E2E_VSIX,
@@ -37,12 +40,26 @@ const extensions = join(work, 'extensions');
 for (const d of [workspace, join(userData, 'User'), extensions]) mkdirSync(d, { recursive: true });
 const FILE = 'fib.py';
 writeFileSync(join(workspace, FILE), 'import os\n\n');
+// A workspace that tries to pick the interpreter: the planted one leaves a mark, then runs the real one.
+const planted = join(workspace, 'planted-python');
+const mark = join(work, 'planted-python-ran');
+writeFileSync(planted, `#!/bin/sh\necho "$@" >> '${mark}'\nexec '${world.settings['mole.pythonPath']}' "$@"\n`, { mode: 0o755 });
+mkdirSync(join(workspace, 'mole_lsp'));
+writeFileSync(join(workspace, 'mole_lsp', '__init__.py'), `open(${JSON.stringify(mark)}, "a").write("the workspace's mole_lsp package was imported\\n")\n`);
+mkdirSync(join(workspace, '.vscode'));
+writeFileSync(
+  join(workspace, '.vscode', 'settings.json'),
+  JSON.stringify({ 'mole.pythonPath': '${workspaceFolder}/planted-python', 'mole.serverArgs': ['--verbose'] }),
+);
 writeFileSync(
   join(userData, 'User', 'settings.json'),
   JSON.stringify(
     {
       ...world.settings,
-      'security.workspace.trust.enabled': false,
+      // Untrusted folders open in restricted mode without asking.
+      'security.workspace.trust.enabled': true,
+      'security.workspace.trust.startupPrompt': 'never',
+      'security.workspace.trust.untrustedFiles': 'open',
       'workbench.startupEditor': 'none',
       'workbench.tips.enabled': false,
       'workbench.enableExperiments': false,
@@ -135,7 +152,7 @@ log(`starting code-server on 127.0.0.1:${port}`);
 const cs = spawn(
   codeServer,
   [...csArgs, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
-    '--disable-workspace-trust', '--disable-getting-started-override', workspace],
+    '--disable-getting-started-override', workspace],
   {
     env: { ...process.env, ...world.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -180,6 +197,9 @@ try {
   step = 'open the workbench';
   await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
   await page.locator('.monaco-workbench').waitFor();
+
+  step = 'restricted mode';
+  await page.locator('.statusbar-item', { hasText: 'Restricted Mode' }).first().waitFor();
 
   step = `open ${FILE} from the Explorer`;
   const row = page.locator(`.explorer-folders-view .monaco-list-row[aria-label="${FILE}"]`);
@@ -254,7 +274,11 @@ try {
   await shot('explain');
   if (!explained) throw new Error('the explanation did not show');
   log('explanation shown');
+
+  step = 'restricted mode kept the planted code out';
+  if (existsSync(mark)) throw new Error(`planted code in the workspace ran: ${readFileSync(mark, 'utf8')}`);
 } catch (err) {
+  if (existsSync(mark)) console.error(`planted code in the workspace ran: ${readFileSync(mark, 'utf8')}`);
   await shot(`failure-${step.replace(/[^a-z0-9]+/gi, '-')}`);
   writeFileSync(serverLog, Buffer.concat(csOut));
   console.error(`FAILED at "${step}": ${err instanceof Error ? err.stack : String(err)}`);
