@@ -83,7 +83,8 @@ writeFileSync(
   ),
 );
 
-const csArgs = ['--user-data-dir', userData, '--extensions-dir', extensions];
+// Its own config file too: code-server writes a default one on first use (not into ~/.config here).
+const csArgs = ['--config', join(work, 'code-server.yaml'), '--user-data-dir', userData, '--extensions-dir', extensions];
 log('installing', vsix);
 execFileSync(codeServer, [...csArgs, '--install-extension', vsix], { stdio: 'inherit', timeout: 120_000 });
 
