@@ -89,7 +89,7 @@ class Framer:
     @property
     def pending(self) -> bool:
         """Whether part of a message is waiting for more input (see :meth:`stall`)."""
-        return bool(self.buf.strip()) or bool(self._garbage.strip()) or self._garbage_reason is not None
+        return bool(self.buf) or bool(self._garbage) or self._garbage_reason is not None
 
     def feed(self, data: bytes) -> list[Event]:
         self.buf += data

@@ -95,8 +95,9 @@ class MoleProtocol(LanguageServerProtocol):
     def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None
                          ) -> None:
         # pygls 2.1.1 pops a request's future when it answers but never a notification's: drop it when done.
+        # Not when cancelled: pygls' shutdown cancels futures while it iterates over this dict.
         def done(future: Any) -> None:
-            if self._request_futures.get(msg_id) is future:
+            if not future.cancelled() and self._request_futures.get(msg_id) is future:
                 del self._request_futures[msg_id]
             callback(future)
 
