@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+import attrs
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.io_ import StdoutWriter
@@ -68,6 +69,10 @@ class MoleProtocol(LanguageServerProtocol):
             self.send_error(_readable_id(data), INVALID_REQUEST, problem)
             return
         msg_id = request_id(data)
+        if msg_id is not None and self._takes_no_id(data["method"]):
+            # pygls would handle it as the notification and leave the request unanswered.
+            self.send_error(msg_id, INVALID_REQUEST, f"{data['method']} is a notification: it takes no id")
+            return
         if self._shutdown and msg_id is not None and data["method"] != types.EXIT:
             self.send_error(msg_id, INVALID_REQUEST, "the server is shutting down")
             return
@@ -86,6 +91,11 @@ class MoleProtocol(LanguageServerProtocol):
             log.exception("could not handle %s", data.get("method", "a response"))
             if msg_id is not None:
                 self.send_error(msg_id, INTERNAL_ERROR, f"{data['method']} failed: {one_line(exc)}")
+
+    def _takes_no_id(self, method: str) -> bool:
+        """Whether ``method`` is an LSP notification (its message type has no id)."""
+        message_type = self.get_message_type(method)
+        return message_type is not None and attrs.has(message_type) and "id" not in attrs.fields_dict(message_type)
 
     def send_error(self, msg_id: int | str | None, code: int, message: str) -> None:
         """An error response; ``id`` null when the request's id could not be read (JSON-RPC 2.0)."""
