@@ -1,0 +1,93 @@
+"""Tiny GGUF bases for the export tests: a random tiny Llama's weights in llama.cpp layout, all F32 (so
+llama.cpp's floor against torch is its own arithmetic, not quantization), with a byte-level vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MERGES = ["Ġ t", "h e"]  # llama.cpp refuses a BPE vocabulary without merges
+
+
+def tiny_gguf_vocab() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return [*SPECIALS, *sorted(pre_tokenizers.ByteLevel.alphabet()), *(m.replace(" ", "") for m in MERGES)]
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's q/k row order for its rope layout."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_f32_gguf(path: Path, model) -> Path:
+    """``model`` (a LlamaForCausalLM whose vocab is ``tiny_gguf_vocab()``) as an all-F32 GGUF."""
+    import gguf
+
+    cfg = model.config
+    tokens = tiny_gguf_vocab()
+    assert cfg.vocab_size == len(tokens), "build the model with vocab_size=len(tiny_gguf_vocab())"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny export test llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+    def put(name: str, array: np.ndarray) -> None:
+        w.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
+
+    put("token_embd.weight", sd["model.embed_tokens.weight"])
+    put("output_norm.weight", sd["model.norm.weight"])
+    if not cfg.tie_word_embeddings:
+        put("output.weight", sd["lm_head.weight"])
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        put(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
+        put(f"blk.{i}.attn_q.weight", _permute(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads))
+        put(f"blk.{i}.attn_k.weight", _permute(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads))
+        put(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
+        put(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
+        put(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
+        put(f"blk.{i}.ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
+        put(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"])
+        put(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def llama_cpp_logits(gguf_path: Path, tokens: list[int], lora: Path | None = None, scale: float = 1.0):
+    """Logits (fp32 numpy [n_tokens, vocab]) of llama.cpp on the GGUF base, with a LoRA file if given."""
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(gguf_path), lora_path=str(lora) if lora else None, lora_scale=scale,
+        n_ctx=64, n_batch=64, n_threads=1, logits_all=True, verbose=False, seed=0,
+    )  # fmt: skip
+    try:
+        llm.eval(tokens)
+        return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    finally:
+        llm.close()
