@@ -7,6 +7,7 @@
     mole-lsp complete FILE --line N --col M     one completion at a position (1-based, as editors show)
     mole-lsp explain FILE --lines A-B           explain lines A..B (1-based, inclusive)
     mole-lsp translate FILE --to LANG           translate a file
+    mole-lsp export --format peft|gguf --out DIR  every route as a standard LoRA (vLLM, llama-server)
 
 User errors print one line (``mole-lsp: error: ...``) and exit with status 2; no tracebacks.
 This module parses the command line and reports errors; :mod:`mole_lsp.cli_commands` runs the commands.
@@ -31,7 +32,7 @@ EXIT_USER = 2
 # subcommand -> its implementation (cli_commands); no subcommand means "serve"
 COMMANDS = {"serve": run.cmd_serve, "install-pack": run.cmd_install_pack, "list-packs": run.cmd_list_packs,
             "remove-pack": run.cmd_remove_pack, "doctor": run.cmd_doctor, "complete": run.cmd_complete,
-            "explain": run.cmd_explain, "translate": run.cmd_translate}
+            "explain": run.cmd_explain, "translate": run.cmd_translate, "export": run.cmd_export}
 
 
 # -- argument parsing ---------------------------------------------------------------------------------------
@@ -113,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lines", help="A-B, 1-based and inclusive (default: the whole file)")
     sp.add_argument("--max-new-tokens", type=int, default=256)
     sp.add_argument("--language", help="language of the file (default: from its extension)")
+
+    sp = add("export", "write every route (each language, NL) as a standard LoRA adapter for vLLM, PEFT or "
+             "llama.cpp, exact on the untouched base model")
+    sp.add_argument("--format", required=True, choices=["peft", "gguf"], dest="export_format")
+    sp.add_argument("--languages", help="comma-separated languages (default: every installed or available expert)")
+    sp.add_argument("--out", required=True, metavar="DIR", help="folder to write (one sub-folder per route)")
     return parser
 
 

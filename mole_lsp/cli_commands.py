@@ -282,3 +282,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     row("core pack", "installed" if core else "not installed: the base model answers alone")
     row("experts", ", ".join(experts) or "none installed")
     return 0 if ok else 1
+
+
+# -- export -------------------------------------------------------------------------------------------------
+def _export_sources(args: argparse.Namespace, langs: list[str] | None) -> tuple[Path, dict[str, Path]]:
+    """The core and expert pack folders to export: a local pack repository given as ``--pack-repo``
+    (no base model needed), otherwise the installed packs of the configured base."""
+    from mole_lsp.export.routes import NL_EXPERT
+    from mole_lsp.packs.format import CORE_DIR, CORE_PACK, EXPERTS_DIR
+
+    repo = Path(args.pack_repo) if args.pack_repo else None
+    if repo is not None and (repo / CORE_DIR).is_dir():
+        have = sorted(p.name for p in (repo / EXPERTS_DIR).glob("*") if p.is_dir())
+        missing = [x for x in langs or [] if x not in have]
+        if missing:
+            raise UserError(f"no expert pack for {', '.join(missing)} in {repo} (available: {', '.join(have) or 'none'})")
+        names = [*(langs if langs is not None else have), *([NL_EXPERT] if NL_EXPERT in have else [])]
+        return repo / CORE_DIR, {x: repo / EXPERTS_DIR / x for x in dict.fromkeys(names)}
+    store = _store(args)
+    core = store.core_path(install=False)
+    if core is None:
+        raise UserError("the core pack is not installed: run `mole-lsp install-pack <language>` first")
+    installed = [x for x in store.installed() if x != CORE_PACK]
+    names = [*(langs if langs is not None else installed), *([NL_EXPERT] if NL_EXPERT in installed else [])]
+    return core, {x: store.expert_path(x, install=False) for x in dict.fromkeys(names)}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export``: every route of the packs as one standard LoRA per folder (PEFT or GGUF) plus a README."""
+    from mole_lsp.export.bundle import export_packs_as_lora
+
+    langs = _resolve_languages([x for x in args.languages.split(",") if x.strip()]) if args.languages else None
+    core, experts = _export_sources(args, langs)
+    out = Path(args.out)
+    routes = export_packs_as_lora(core, experts, out, args.export_format)
+    for name, what in routes.describe.items():
+        print(f"{name:<12} rank {routes.rank(name):<4} {out / name}  ({what})")
+    print(f"how to serve them: {out / 'README.md'}")
+    return 0
