@@ -17,6 +17,7 @@ hands it to the module that knows that kind of source:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -107,7 +108,7 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike[str] | None, report:
     path = path.resolve()
     if path.is_file():
         if path.suffix == ".gguf":
-            return resolve_gguf(path, models_dir(cache_dir), report, known_gguf_repos())
+            return _resolve_gguf_file(path, cache_dir, report)
         if path.suffix == ".safetensors":
             path = path.parent
         else:
@@ -126,7 +127,7 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike[str] | None, report:
         )
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
-        return resolve_gguf(ggufs[0], models_dir(cache_dir), report, known_gguf_repos())
+        return _resolve_gguf_file(ggufs[0], cache_dir, report)
     if len(ggufs) > 1:
         raise BaseModelError(
             f"{path} holds several GGUF files ({', '.join(g.name for g in ggufs)}); name the one to use"
@@ -137,6 +138,11 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike[str] | None, report:
         f"{path} is not a usable model folder: missing {' and '.join(missing)} "
         "(expected a transformers safetensors checkpoint, or a .gguf file)"
     )
+
+
+def _resolve_gguf_file(path: Path, cache_dir: str | os.PathLike[str] | None, report: Progress) -> BaseModelInfo:
+    info = resolve_gguf(path, models_dir(cache_dir), report, known_gguf_repos())
+    return dataclasses.replace(info, gguf_path=path)  # the llama.cpp backend runs the file itself
 
 
 def _reporter(progress: Progress | None) -> Progress:

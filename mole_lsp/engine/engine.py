@@ -39,10 +39,10 @@ from typing import Any, Literal
 
 import torch
 
+from mole_lsp.engine.backends import make_backend
 from mole_lsp.engine.decode import Cancel, Decoder, GenerationResult, eos_token_ids, relabeller
 from mole_lsp.engine.device import configure_threads, default_dtype, pick_device
 from mole_lsp.engine.experts import ExpertManager
-from mole_lsp.engine.kvcache import KVStore
 from mole_lsp.engine.prompts import (
     FimLike,
     Prompt,
@@ -65,7 +65,8 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, packs: PackSource | None = None,
                  base: BaseIdentity | None = None, fim: FimLike | None = None, registry: Registry | None = None,
-                 max_experts: int = 4, auto_install: bool = True, info: Any = None) -> None:
+                 max_experts: int = 4, auto_install: bool = True, info: Any = None, backend: str = "torch",
+                 threads: int | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.base = base
@@ -76,18 +77,23 @@ class Engine:
         self.progress: Progress | None = None  # set by the caller around long work (downloads)
         self.experts = ExpertManager(self.model, packs, base, self.registry, max_experts)
         self.eos_ids = eos_token_ids(self.model, tokenizer)
-        self.decoder = Decoder(tokenizer, self.registry, self.experts.forward, self.experts.route_name,
+        # What runs the model (engine/backends): torch, or llama.cpp on a GGUF base; and why.
+        self.backend, self.backend_reason = make_backend(
+            backend, self.experts, gguf=getattr(info, "gguf_path", None), device=self.device.type,
+            config=getattr(self.model, "config", None), threads=threads)
+        self.decoder = Decoder(tokenizer, self.registry, self.backend.forward, self.experts.route_name,
                                self.eos_ids)
-        self.kv = KVStore()  # KV caches of recent prompts, reused by the next request (kv.max_bytes)
+        self.kv = self.backend.kv  # KV caches of recent prompts, reused by the next request (kv.max_bytes)
         self._lock = threading.RLock()
 
     @classmethod
     def from_spec(cls, base_model: str | None = None, *, cache_dir: str | None = None,
                   pack_repo: str | None = None, revision: str | None = None, offline: bool = False,
                   device: str = "auto", progress: Progress | None = None, auto_install: bool = True,
-                  max_experts: int = 4, threads: int | None = None) -> Engine:
+                  max_experts: int = 4, threads: int | None = None, backend: str = "auto") -> Engine:
         """Resolve and load a base model (Hub id, local folder, GGUF; None = MOLE_BASE_MODEL or the
-        quick-start default) and attach its pack source (``pack_repo`` may be a local folder)."""
+        quick-start default) and attach its pack source (``pack_repo`` may be a local folder).
+        ``backend``: auto, torch or llamacpp (see engine/backends)."""
         from mole_lsp.engine.base_model import load_base_model, resolve_base_model
 
         configure_threads(threads)
@@ -100,7 +106,7 @@ class Engine:
         packs = open_pack_source(pack_repo, info.repo_id, base, revision=revision, cache_dir=cache_dir,
                                  offline=offline)
         return cls(model, tokenizer, packs=packs, base=base, fim=info.fim, max_experts=max_experts,
-                   auto_install=auto_install, info=info)
+                   auto_install=auto_install, info=info, backend=backend, threads=threads)
 
     # -- adapters -----------------------------------------------------------------------------------------
     @property
@@ -197,7 +203,7 @@ class Engine:
                 if lb == out_route:
                     expert = used
             t_load = time.perf_counter()
-            if out_route is not None:
+            if out_route is not None and self.backend.merges:
                 self.experts.merge(out_route)
             t_merge = time.perf_counter()
             result = self.decoder.run(prompt, mode, out_label, max_new_tokens, list(stop or []), temperature,

@@ -57,6 +57,7 @@ class BaseModelInfo:
     intermediate_size: int
     vocab_size: int
     gguf_sha256: str | None = None  # the GGUF file this folder was dequantized from
+    gguf_path: Path | None = None  # that GGUF file, when it is on disk (the llama.cpp backend runs it)
 
     def identity(self) -> BaseIdentity:
         """The identity to record in (and check against) pack manifests."""

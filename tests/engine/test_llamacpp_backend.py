@@ -1,0 +1,193 @@
+"""The llama.cpp backend (engine/backends/llamacpp.py) against the torch reference on a tiny random
+Llama written as GGUF, with real packs (a core with residual, shared and NL adapters, two experts).
+
+First the floor: llama.cpp and torch on the bare base (llama.cpp's Q8_0 kernels quantize activations,
+torch runs the dequantized weights in fp32). Then every route (completion in each language, NL, an
+automated prompt mixing both) stays at that floor and greedy tokens agree; KV trim/reuse in the one
+llama context gives the logits of a cold run. Skipped without llama-cpp-python (the ``fast`` extra)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("llama_cpp")
+
+from test_base_model import tiny_model, write_tiny_gguf  # noqa: E402
+
+from mole_lsp.core.config import MoleConfig  # noqa: E402
+from mole_lsp.core.model import attach_mole  # noqa: E402
+from mole_lsp.engine.backends import choose_backend  # noqa: E402
+from mole_lsp.engine.backends.lora_files import adapter_file  # noqa: E402
+from mole_lsp.engine.base_model import load_base_model, resolve_base_model  # noqa: E402
+from mole_lsp.engine.engine import Engine  # noqa: E402
+from mole_lsp.engine.sources import FolderPacks  # noqa: E402
+from mole_lsp.packs.format import export_packs  # noqa: E402
+
+DOC = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(4))
+RUST = "fn main() {\n    let xs = vec![1, 2, 3];\n    println!(\"{}\", xs.len());\n}\n"
+MIXED = "the code:\n```python\ndef add(a, b):\n    return a + b\n```\nthe"
+FLOOR_MAX = 0.05  # what the Q8_0 activation rounding may cost on this tiny model (measured ~1e-2)
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MOLE_CACHE_DIR", str(root / "cache"))
+            self.cache = root / "cache"
+            gguf = write_tiny_gguf(root / "tiny.Q8_0.gguf", tiny_model(seed=5))
+            self.info = resolve_base_model(gguf)
+            model, _ = load_base_model(self.info)
+            mole = attach_mole(copy.deepcopy(model), MoleConfig(r_shared=4, r_expert=2,
+                                                                languages=("python", "rust")))
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                for p in mole.trainable_parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.2)
+            self.packs = root / "packs"
+            export_packs(mole, self.packs, self.info.identity())
+
+    def engine(self, backend: str, packs: bool = True, kv: bool = True) -> Engine:
+        model, tok = load_base_model(self.info)
+        e = Engine(model, tok, packs=FolderPacks(self.packs) if packs else None, base=self.info.identity(),
+                   info=self.info, backend=backend, auto_install=False)
+        assert e.backend.name == backend, e.backend_reason
+        if not kv:
+            e.kv.max_bytes = 0
+        e.seen, e.calls = [], []
+        inner = e.decoder.forward
+
+        def recording(ids, labels, past):
+            logits, past = inner(ids, labels, past)
+            e.seen.append(logits.clone())
+            e.calls.append((list(ids), list(labels), past is None))
+            return logits, past
+
+        e.decoder.forward = recording
+        return e
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(tmp_path_factory.mktemp("llamacpp"))
+
+
+@pytest.fixture(autouse=True)
+def _cache(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOLE_CACHE_DIR", str(world.cache))
+
+
+def _diff(a: Engine, b: Engine) -> float:
+    n = min(len(a.seen), len(b.seen))
+    assert n
+    return max(float((x - y).abs().max()) for x, y in zip(a.seen[:n], b.seen[:n], strict=True))
+
+
+def _run(engines, method: str, *args, **kw):
+    out = []
+    for e in engines:
+        e.seen.clear()
+        e.calls.clear()
+        out.append(getattr(e, method)(*args, **kw))
+    return out
+
+
+def _replay(torch_engine: Engine, llama: Engine) -> tuple[float, int, int]:
+    """Feed the torch run's forward calls (its greedy tokens) to the llama.cpp backend: the largest logit
+    difference, and how many greedy picks agree among the positions where torch's top-2 margin exceeds
+    twice that difference (a closer call is a tie at the floor)."""
+    past, diffs, picks = None, [], []
+    for (ids, labels, fresh), ref in zip(torch_engine.calls, torch_engine.seen, strict=True):
+        logits, past = llama.backend.forward(ids, labels, None if fresh else past)
+        diffs.append(float((logits - ref).abs().max()))
+        top = torch.topk(ref, 2).values
+        picks.append((float(top[0] - top[1]), int(logits.argmax()) == int(ref.argmax())))
+    d = max(diffs)
+    decisive = [same for margin, same in picks if margin > 2 * d]
+    return d, sum(decisive), len(decisive)
+
+
+@pytest.fixture(scope="module")
+def floor(world: World) -> float:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOLE_CACHE_DIR", str(world.cache))
+        t, c = world.engine("torch", packs=False, kv=False), world.engine("llamacpp", packs=False)
+        rt, rc = _run((t, c), "complete", DOC, "", "python", max_new_tokens=12, context_tokens=256)
+        assert rt.routes == rc.routes == ["base"] * len(rt.routes)
+        d, agree, n = _replay(t, c)
+    assert agree == n
+    return d
+
+
+def test_bare_base_floor_is_small(floor: float) -> None:
+    print(f"llama.cpp vs torch, bare base: max |logit diff| = {floor:.2e}")
+    assert 0 <= floor < FLOOR_MAX
+
+
+def test_routes_stay_at_the_floor_and_greedy_tokens_agree(world: World, floor: float) -> None:
+    t, c = world.engine("torch", kv=False), world.engine("llamacpp")
+    cases = [("complete", (DOC, "", "python"), {"context_tokens": 256}),
+             ("complete", (RUST, "", "rust"), {"context_tokens": 256}),
+             ("generate", ("Explain what a loop is.",), {"mode": "automated", "relabel": {"*": "nl"}}),
+             ("generate", (MIXED,), {"mode": "automated"})]
+    seen_routes: set[str] = set()
+    for method, args, kw in cases:
+        rt, rc = _run((t, c), method, *args, max_new_tokens=12, **kw)
+        seen_routes.update(rt.routes)
+        d, agree, n = _replay(t, c)
+        print(f"{method} {kw.get('mode', kw.get('language', args[-1]))}: max |logit diff| = {d:.2e} "
+              f"(floor {floor:.2e}), greedy agree {agree}/{n}")
+        assert d <= 2 * floor, (method, args, d, floor)
+        assert agree == n and n >= len(t.calls) // 2
+    assert {"python", "rust", "nl"} <= seen_routes
+
+
+def test_routes_differ_from_the_bare_base(world: World, floor: float) -> None:
+    """The adapters really are applied: a routed engine is far from the bare one (well above the floor)."""
+    c, bare = world.engine("llamacpp"), world.engine("llamacpp", packs=False)
+    _run((c, bare), "complete", DOC, "", "python", max_new_tokens=1, context_tokens=256)
+    assert _diff(c, bare) > 20 * max(floor, 1e-3)
+
+
+def test_kv_trim_and_reuse_equal_a_cold_run(world: World) -> None:
+    warm, cold = world.engine("llamacpp"), world.engine("llamacpp", kv=False)
+    steps = [DOC, DOC + "de", DOC[: len(DOC) // 2] + "# x\n" + DOC[len(DOC) // 2:], DOC + "def g"]
+    reused = []
+    for text in steps:
+        rw, rc = _run((warm, cold), "complete", text, "", "python", max_new_tokens=6, context_tokens=256)
+        assert rc.reused_tokens == 0
+        assert rw.text == rc.text and rw.routes == rc.routes
+        reused.append(rw.reused_tokens)
+        assert _diff(warm, cold) < 1e-3
+    # NL then code on the same context: the routes differ, so only the equal prefix is kept.
+    rw, rc = _run((warm, cold), "generate", DOC + "def", relabel={"*": "nl"}, max_new_tokens=4)
+    assert _diff(warm, cold) < 1e-3
+    assert reused[0] == 0 and reused[1] > reused[0] and 0 < reused[2] < reused[1] and reused[3] > 0
+
+
+def test_adapter_files_are_cached_and_checked(world: World, tmp_path: Path) -> None:
+    e = world.engine("torch")
+    e.ensure_expert("python")
+    heads = {"n_head": 4, "n_head_kv": 2}
+    path = adapter_file(e.mole, "python", tmp_path, **heads)
+    assert path is not None and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    assert adapter_file(e.mole, "python", tmp_path, **heads) == path and path.stat().st_mtime_ns == stamp
+    good = path.read_bytes()
+    path.write_bytes(good[:-8] + b"\0" * 8)  # damaged: written again
+    assert adapter_file(e.mole, "python", tmp_path, **heads) == path and path.read_bytes() == good
+
+
+def test_backend_choice_and_reason(world: World) -> None:
+    gguf = world.info.gguf_path
+    assert gguf is not None and gguf.suffix == ".gguf"
+    assert choose_backend("auto", gguf, "cpu")[0] == "llamacpp"
+    name, why = choose_backend("auto", None, "cpu")
+    assert name == "torch" and "not a GGUF" in why
+    assert choose_backend("auto", gguf, "cuda")[0] == "torch"
+    assert choose_backend("torch", gguf, "cpu") == ("torch", "the backend setting is torch")
+    with pytest.raises(ValueError):
+        choose_backend("fast", gguf, "cpu")
