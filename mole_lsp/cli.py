@@ -63,6 +63,9 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     g.add_argument("--offline", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="never touch the network: cached packs only")
     g.add_argument("--threads", type=int, default=d, help="CPU threads for torch (default: usable cores)")
+    g.add_argument("--backend", default=d, choices=("auto", "torch", "llamacpp"),
+                   help="what runs the model (default: auto = llama.cpp for a GGUF base on the CPU when "
+                   "llama-cpp-python is installed, else torch)")
     g.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                    help="log more (to stderr)")
 

@@ -26,6 +26,7 @@ def server_options(args: argparse.Namespace) -> Any:
 
     return Options(base_model=args.base_model, pack_repo=args.pack_repo, revision=args.revision,
                    cache_dir=args.cache_dir, device=args.device, offline=args.offline, threads=args.threads,
+                   backend=args.backend,
                    preload=not getattr(args, "no_preload", False))
 
 
@@ -77,7 +78,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
     return Engine.from_spec(args.base_model, cache_dir=args.cache_dir, pack_repo=args.pack_repo,
                             revision=args.revision, offline=args.offline, device=args.device or "auto",
-                            progress=_progress_bar(), threads=args.threads)
+                            progress=_progress_bar(), threads=args.threads, backend=args.backend or "auto")
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -275,6 +276,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     info = resolve_base_model(args.base_model, cache_dir=args.cache_dir, offline=args.offline or None)
     row("base model", f"{info.name} ({info.source}) {info.path}")
     row("fim", "yes" if info.fim else "no (prefix-only completions)")
+    from mole_lsp.engine.backends import choose_backend
+
+    device = pick_device(args.device or "auto").split(":")[0]
+    backend, why = choose_backend(args.backend or "auto", info.gguf_path, device)
+    row("backend", f"{backend} ({why})")
     row("pack repo", f"{store.repo_id} @ {store.revision}{' (offline)' if store.offline else ''}")
     installed = store.installed()
     core = CORE_PACK in installed

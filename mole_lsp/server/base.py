@@ -42,6 +42,7 @@ class Options:
     device: str | None = None
     offline: bool = False
     threads: int | None = None
+    backend: str | None = None  # auto, torch or llamacpp (engine/backends)
     preload: bool = True  # load the model in the background after `initialized`
 
 

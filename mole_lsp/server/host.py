@@ -69,6 +69,7 @@ class EngineHost:
             "offline": self.server.is_offline(),
             "auto_install": s.autoInstallPacks,
             "threads": o.threads,
+            "backend": sent("backend") or o.backend or "auto",
         }
 
     def start_loading(self) -> asyncio.Future[Engine]:
@@ -187,7 +188,7 @@ class EngineHost:
             engine = Engine.from_spec(cfg["base_model"], cache_dir=cfg["cache_dir"], pack_repo=cfg["pack_repo"],
                                       revision=cfg["revision"], offline=cfg["offline"], device=cfg["device"],
                                       progress=report.report, auto_install=cfg["auto_install"],
-                                      threads=cfg["threads"])
+                                      threads=cfg["threads"], backend=cfg["backend"])
             if load_id != self._load_id:  # replaced while loading: skip the core pack
                 return engine
             report.report("loading the core pack", None)

@@ -104,6 +104,7 @@ class PackInfo(TypedDict):
 # -- settings ---------------------------------------------------------------------------------------
 # Values the "device" setting accepts (a JSON-schema/ECMAScript and Python regular expression alike).
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
+BACKEND_PATTERN = r"^(auto|torch|llamacpp)$"  # the "backend" setting (engine/backends)
 
 # name → (type, default, help). The server validates against this table; the extension contributes
 # the same names under "mole.*" in package.json.
@@ -113,6 +114,7 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "packRevision": (str, "main", "Branch, tag or commit of the pack repository to install from."),
     "cacheDir": (str, "", "Where models and packs are cached; empty = the platform's user cache."),
     "device": (str, "auto", "auto, cpu, cuda, cuda:N (the Nth CUDA GPU) or mps."),
+    "backend": (str, "auto", "What runs the model: auto (llama.cpp for a GGUF base on the CPU when llama-cpp-python is installed, else torch), torch or llamacpp."),
     "maxNewTokens": (int, 64, "Most tokens generated for one inline completion (1-1024)."),
     "explainMaxNewTokens": (int, 256, "Most tokens for an explanation or a translation (1-4096)."),
     "contextTokens": (int, 1024, "Token budget of the prompt around the cursor (64-16384)."),

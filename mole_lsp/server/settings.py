@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mole_lsp.server.protocol import DEVICE_PATTERN, SETTINGS
+from mole_lsp.server.protocol import BACKEND_PATTERN, DEVICE_PATTERN, SETTINGS
 
 # Ranges and choices are part of each setting's contract (the help texts in protocol.py say the same).
 RANGES: dict[str, tuple[int, int]] = {
@@ -29,9 +29,10 @@ RANGES: dict[str, tuple[int, int]] = {
 # String settings restricted by a regular expression: (pattern, what the message says is accepted).
 PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     "device": (re.compile(DEVICE_PATTERN), "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"),
+    "backend": (re.compile(BACKEND_PATTERN), "auto, torch or llamacpp"),
 }
 # Settings whose change needs the model (or the pack store) to be set up again.
-RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device"})
+RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device", "backend"})
 
 
 def _describe(value: Any) -> str:

@@ -191,3 +191,34 @@ def test_backend_choice_and_reason(world: World) -> None:
     assert choose_backend("torch", gguf, "cpu") == ("torch", "the backend setting is torch")
     with pytest.raises(ValueError):
         choose_backend("fast", gguf, "cpu")
+
+
+def test_backend_setting_is_validated_and_reloads() -> None:
+    from mole_lsp.server.settings import RELOAD, validate
+
+    assert validate("backend", " llamacpp ") == ("llamacpp", None)
+    value, problem = validate("backend", "fast")
+    assert value is None and "auto, torch or llamacpp" in problem
+    assert "backend" in RELOAD
+
+
+def test_doctor_names_the_backend_and_why(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    from mole_lsp.cli import main
+
+    common = ["--base-model", str(world.info.gguf_path), "--pack-repo", str(world.packs), "--offline"]
+    main([*common, "doctor"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if " backend " in ln]
+    assert rows and "llamacpp (auto: llama-cpp-python is installed and the base model is a GGUF file)" in rows[0]
+    main([*common, "--backend", "torch", "doctor"])
+    assert "torch (the backend setting is torch)" in capsys.readouterr().out
+
+
+def test_server_passes_the_backend_editor_setting_over_the_command_line() -> None:
+    from mole_lsp.server.app import create_server
+    from mole_lsp.server.base import Options
+
+    server = create_server(Options(backend="torch", preload=False))
+    assert server.host.config()["backend"] == "torch"
+    server.settings.update({"backend": "auto"})  # sent by the editor, even at its default: it wins
+    assert server.host.config()["backend"] == "auto"
+    assert create_server(Options(preload=False)).host.config()["backend"] == "auto"

@@ -150,6 +150,8 @@ export interface Status {
 
 /** Values the `device` setting accepts (protocol.py's DEVICE_PATTERN, also package.json's pattern). */
 export const DEVICE_PATTERN = '^(auto|cpu|cuda|cuda:[0-9]+|mps)$';
+/** Values the `backend` setting accepts (protocol.py's BACKEND_PATTERN, also package.json's pattern). */
+export const BACKEND_PATTERN = '^(auto|torch|llamacpp)$';
 
 /**
  * The server's settings as sent in `initializationOptions` and in
@@ -161,6 +163,7 @@ export interface ServerSettings {
   packRevision?: string;
   cacheDir?: string;
   device?: string;
+  backend?: string;
   maxNewTokens?: number;
   explainMaxNewTokens?: number;
   contextTokens?: number;
@@ -183,6 +186,7 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   packRevision: 'main',
   cacheDir: '',
   device: 'auto',
+  backend: 'auto',
   maxNewTokens: 64,
   explainMaxNewTokens: 256,
   contextTokens: 1024,

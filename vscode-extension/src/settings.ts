@@ -2,7 +2,7 @@
  * Reading, validating and mapping the `mole.*` settings. No 'vscode' import: the glue passes a
  * getter over `workspace.getConfiguration('mole')`.
  */
-import { DEVICE_PATTERN, SERVER_SETTING_DEFAULTS, type ServerSettingName, type ServerSettings } from './protocol';
+import { BACKEND_PATTERN, DEVICE_PATTERN, SERVER_SETTING_DEFAULTS, type ServerSettingName, type ServerSettings } from './protocol';
 
 export const SECTION = 'mole';
 
@@ -19,6 +19,7 @@ export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec }
   packRevision: { kind: 'string' },
   cacheDir: { kind: 'string' },
   device: { kind: 'string', pattern: DEVICE_PATTERN, accepted: 'auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps' },
+  backend: { kind: 'string', pattern: BACKEND_PATTERN, accepted: 'auto, torch or llamacpp' },
   maxNewTokens: { kind: 'int', min: 1, max: 1024 },
   explainMaxNewTokens: { kind: 'int', min: 1, max: 4096 },
   contextTokens: { kind: 'int', min: 64, max: 16384 },

@@ -286,6 +286,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
       packRevision: 'main',
       cacheDir: '',
       device: 'cpu',
+      backend: 'auto',
       maxNewTokens: 32,
       explainMaxNewTokens: 256,
       contextTokens: 1024,
