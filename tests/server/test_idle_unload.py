@@ -8,14 +8,11 @@ import asyncio
 import subprocess
 import sys
 
-import pytest
 from lsp_fixtures import tiny_world  # noqa: F401
 from serve_client import Served, server_env, until
 
 from mole_lsp.server.host import IDLE_UNLOAD_ENV
 from mole_lsp.server.settings import validate
-
-pytestmark = pytest.mark.asyncio
 
 
 def _served(world, tmp_path, **env: str) -> Served:
