@@ -91,3 +91,28 @@ def llama_cpp_logits(gguf_path: Path, tokens: list[int], lora: Path | None = Non
         return np.array(llm.scores[: len(tokens)], dtype=np.float32)
     finally:
         llm.close()
+
+
+def dequantized_gguf(src: Path, dst: Path) -> Path:
+    """An all-F32 copy of a (quantized) GGUF: same metadata and tensor names, every tensor dequantized.
+    llama.cpp on it computes with the very weights transformers dequantizes from ``src``, so its floor
+    against torch is arithmetic only."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(str(dst), arch)
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+            continue
+        sub = f.types[1] if len(f.types) > 1 else None
+        writer.add_key_value(key, f.contents(), f.types[0], sub_type=sub)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for t in reader.tensors:
+        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        writer.add_tensor(t.name, data.reshape([int(x) for x in reversed(t.shape)]))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
