@@ -5,7 +5,7 @@
 
 A simulated user retypes ``--lines`` lines of real source files of this machine (CPython's stdlib, Go's
 own source, Debian's Rust crates and Node packages), character by character at about ``--cps`` characters
-per second (seeded jitter; a pause at each line end; a new line arrives with its indentation, as an
+per second on average (seeded log-normal key intervals, short pauses after some words, a pause at each line end; a new line arrives with its indentation, as an
 editor's auto-indent writes it). Every keystroke goes to the real server subprocess exactly as VS Code
 sends it: an incremental ``didChange``, then ``textDocument/inlineCompletion``; the request of the
 previous keystroke is cancelled with ``$/cancelRequest`` when it has not been answered yet. The server's
@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import glob
 import json
+import math
 import os
 import platform
 import random
@@ -135,7 +136,7 @@ def build_replay(path: Path, language: str, n_lines: int, cps: float, rng: rando
         body = ln[len(ln) - len(ln.lstrip()):] if bi else ln[len(indent0):]
         rest_of_block = "\n".join([body] + block[bi + 1:])
         for ci, ch in enumerate(body):
-            t += rng.uniform(0.5, 1.5) / cps
+            t += _interval(ch, cps, rng)
             replay.keys.append(Key(t, line, col, ch, rest_of_block[ci + 1:] + "\n" + after))
             col += _utf16(ch)
         if bi + 1 < len(block):
@@ -146,6 +147,17 @@ def build_replay(path: Path, language: str, n_lines: int, cps: float, rng: rando
             replay.keys.append(Key(t, line, col, "\n" + ind, truth))
             line, col = line + 1, _utf16(ind)
     return replay
+
+
+def _interval(ch: str, cps: float, rng: random.Random) -> float:
+    """Seconds before typing ``ch``: log-normal key intervals (as measured typing is) plus short pauses
+    after words, scaled so that the mean speed is ``cps`` characters per second."""
+    # E[lognormal(mu, 0.6)] = exp(mu + 0.18); the word pauses add 0.15 * 0.65 s every ~6 characters.
+    mean_key = max(0.01, 1 / cps - 0.15 * 0.65 / 6)
+    t = rng.lognormvariate(math.log(mean_key) - 0.18, 0.6)
+    if ch in " ,.;:()[]{}" and rng.random() < 0.15:
+        t += rng.uniform(0.3, 1.0)
+    return t
 
 
 def common_prefix(a: str, b: str) -> int:
@@ -219,6 +231,7 @@ class LspUser:
             msg_id = f"k{i}-{uri[-12:]}"
             sent = time.perf_counter()
             task = asyncio.ensure_future(self._request(uri, line, col, msg_id))
+            task.add_done_callback(_quiet)
             pending = (task, msg_id)
             deadline = t0 + r.keys[i + 1].at if i + 1 < len(r.keys) else sent + 30
             outcomes.append(await _outcome(task, sent, deadline, self.debounce_s, k.truth))
@@ -296,11 +309,18 @@ class AnchorUser:
             end = doc.find("\n", offset)
             sent = time.perf_counter()
             task = asyncio.ensure_future(self._complete(doc[:offset], doc[offset:end if end >= 0 else None]))
+            task.add_done_callback(_quiet)
             deadline = t0 + r.keys[i + 1].at if i + 1 < len(r.keys) else sent + 30
             outcomes.append(await _outcome(task, sent, deadline, self.debounce_s, k.truth))
         if task is not None and not task.done():
             task.cancel()
         return outcomes
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """A superseded request's error (cancelled) is expected: retrieve it so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _line_offsets(text: str) -> list[int]:
@@ -421,7 +441,10 @@ async def main_async(args: argparse.Namespace) -> str:
         text += f"| {name} | " + " | ".join(
             f"{by[lg]['p50']:.0f} / {by[lg]['p90']:.0f} / {by[lg]['shown']:.0%} / {by[lg]['chars_per_key']:.2f}"
             for lg in langs) + " |\n"
-    text += "\nfiles: " + ", ".join(f"{r.language}:{r.name}" for r in replays) + "\n"
+    typed = sum(len(k.text) for r in replays for k in r.keys)
+    text += ("\nfiles: " + ", ".join(f"{r.language}:{r.name}" for r in replays) + "\n\n"
+             f"replay: {typed} characters in {sum(r.keys[-1].at for r in replays):.0f} s of typing "
+             f"({typed / sum(r.keys[-1].at for r in replays):.1f} characters/s with the pauses)\n")
     return text
 
 
