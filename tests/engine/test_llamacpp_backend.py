@@ -21,7 +21,7 @@ from test_base_model import tiny_model, write_tiny_gguf  # noqa: E402
 from mole_lsp.core.config import MoleConfig  # noqa: E402
 from mole_lsp.core.model import attach_mole  # noqa: E402
 from mole_lsp.engine.backends import choose_backend  # noqa: E402
-from mole_lsp.engine.backends.lora_files import adapter_file  # noqa: E402
+from mole_lsp.engine.backends.lora_files import adapter_file, part_factors  # noqa: E402
 from mole_lsp.engine.base_model import load_base_model, resolve_base_model  # noqa: E402
 from mole_lsp.engine.engine import Engine  # noqa: E402
 from mole_lsp.engine.sources import FolderPacks  # noqa: E402
@@ -172,13 +172,14 @@ def test_adapter_files_are_cached_and_checked(world: World, tmp_path: Path) -> N
     e = world.engine("torch")
     e.ensure_expert("python")
     heads = {"n_head": 4, "n_head_kv": 2}
-    path = adapter_file(e.mole, "python", tmp_path, **heads)
+    factors = part_factors(e.mole, "python")
+    path = adapter_file(factors, "python", tmp_path, **heads)
     assert path is not None and path.is_file()
     stamp = path.stat().st_mtime_ns
-    assert adapter_file(e.mole, "python", tmp_path, **heads) == path and path.stat().st_mtime_ns == stamp
+    assert adapter_file(factors, "python", tmp_path, **heads) == path and path.stat().st_mtime_ns == stamp
     good = path.read_bytes()
     path.write_bytes(good[:-8] + b"\0" * 8)  # damaged: written again
-    assert adapter_file(e.mole, "python", tmp_path, **heads) == path and path.read_bytes() == good
+    assert adapter_file(factors, "python", tmp_path, **heads) == path and path.read_bytes() == good
 
 
 def test_backend_choice_and_reason(world: World) -> None:
@@ -198,7 +199,7 @@ def test_backend_setting_is_validated_and_reloads() -> None:
 
     assert validate("backend", " llamacpp ") == ("llamacpp", None)
     value, problem = validate("backend", "fast")
-    assert value is None and "auto, torch or llamacpp" in problem
+    assert value is None and "auto, torch, llamacpp" in problem
     assert "backend" in RELOAD
 
 

@@ -4,10 +4,10 @@ One llama context holds one sequence: the positions of the last request (prompt 
 A request keeps the longest prefix of it whose token ids AND routes are equal (``llama_memory_seq_rm``
 trims the rest) and decodes only what follows, as the torch KV store does (engine/kvcache.py).
 
-MoLE routing: every part of the loaded MoleModel (the core's residual, the shared and NL adapters, each
-expert) is one GGUF LoRA adapter (:mod:`.lora_files`), loaded once; a route is a set of adapters with
-scales (``-res`` at -1, the others at 1), set with ``llama_set_adapters_lora`` between decode calls while
-the KV cache stays. The positions of one forward call are decoded in runs of equal route.
+MoLE routing: every route of the loaded MoleModel (``-res`` + shared + expert, ``-res`` + nl, ...) is one
+GGUF LoRA adapter (:mod:`.lora_files`), loaded once per route, set with ``llama_set_adapters_lora``
+between decode calls while the KV cache stays. The positions of one forward call are decoded in runs of
+equal route.
 
 The MoleModel on the torch side stays the one reader and verifier of packs (and the reference): the
 backend reads its factors, never a pack file.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mole_lsp.engine.backends.base import Backend
-from mole_lsp.engine.backends.lora_files import RESIDUAL, adapter_file
+from mole_lsp.engine.backends.lora_files import RESIDUAL, adapter_file, route_factors
 from mole_lsp.engine.experts import ROUTE_BASE, ROUTE_NL, ROUTE_SHARED, ExpertManager
 
 N_BATCH = 512
@@ -101,8 +101,9 @@ class LlamaCppBackend(Backend):
                 names.append(next(lang for lang, p in layer.experts.items() if p is pair))
         return names
 
-    def _adapter(self, part: str) -> Any:
-        path = adapter_file(self.experts.mole, part, self.lora_dir, n_head=self.heads[0], n_head_kv=self.heads[1])
+    def _adapter(self, route: str, parts: list[tuple[str, float]]) -> Any:
+        path = adapter_file(route_factors(self.experts.mole, parts), route, self.lora_dir, n_head=self.heads[0],
+                            n_head_kv=self.heads[1])
         if path is None:
             return None
         ptr = self._adapters.get(path)
@@ -114,18 +115,17 @@ class LlamaCppBackend(Backend):
         return ptr
 
     def _plan(self, route: str) -> tuple[tuple[Any, ...], tuple[float, ...]]:
-        """The adapters and scales of ``route``; rebuilt after any change of the weights behind a route."""
+        """The adapter (none or one, scale 1) of ``route``; rebuilt after any change of the weights behind
+        a route."""
         if self._epoch != self.experts.epoch:
             self._drop_adapters()
             self._epoch = self.experts.epoch
         plan = self._plans.get(route)
         if plan is None:
-            parts: list[tuple[str, float]] = []
+            adapter = None
             if self.experts.mole is not None and route != ROUTE_BASE:
-                parts = [(RESIDUAL, -1.0)] + [(p, 1.0) for p in self._part_names(route)]
-            loaded = [(self._adapter(p), s) for p, s in parts]
-            loaded = [(a, s) for a, s in loaded if a is not None]
-            plan = self._plans[route] = (tuple(a for a, _ in loaded), tuple(s for _, s in loaded))
+                adapter = self._adapter(route, [(RESIDUAL, -1.0)] + [(p, 1.0) for p in self._part_names(route)])
+            plan = self._plans[route] = ((adapter,), (1.0,)) if adapter is not None else ((), ())
         return plan
 
     def _use(self, route: str) -> None:

@@ -1,14 +1,16 @@
 """The parts of a loaded MoLE model as GGUF LoRA files for llama.cpp, converted once and cached.
 
 One route is one standard LoRA on the untouched base weight (DESIGN.md §9): a code token of language L
-takes ``W + [-res, shared, expert_L]``, NL takes ``W + [-res, nl]``. Each part is written once (by
-:func:`mole_lsp.export.gguf_lora.write_gguf_lora`, scale folded into A, ``alpha = 0`` so llama.cpp
-applies ``B A`` as is) and the backend sets the parts of a route with their scales (-1 for the residual).
+takes ``W + [-res, shared, expert_L]``, NL takes ``W + [-res, nl]``. Each route is written as ONE adapter
+(the parts' factors concatenated, every scale, -1 for the residual, folded into A; ``alpha = 0`` so
+llama.cpp applies ``B A`` as is) by :func:`mole_lsp.export.gguf_lora.write_gguf_lora`: one adapter per
+route costs llama.cpp two small products per linear, three separate parts cost six (measured on the
+quick-start base: decode with an expert 0.55x the bare base with parts, see bench/bench_backends.py).
 
-Files are cached under ``<cache>/gguf-lora/`` keyed by the sha256 of the part's factors as loaded from
-its (verified) pack, so a pack is converted once per content, whatever path it was installed at. Each
-file's own sha256 is recorded beside it and checked before use, like a pack file: a damaged or modified
-file is written again.
+Files are cached under ``<cache>/gguf-lora/`` keyed by the sha256 of the route's factors as loaded from
+the (verified) packs, so packs are converted once per content, whatever path they were installed at.
+Each file's own sha256 is recorded beside it and checked before use, like a pack file: a damaged or
+modified file is written again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ def part_factors(mole: Any, part: str) -> dict[str, tuple[torch.Tensor, torch.Te
     return out
 
 
+def route_factors(mole: Any, parts: list[tuple[str, float]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """One LoRA for a route: the factors of ``parts`` (name, scale) concatenated per module, each scale
+    folded into A."""
+    per_part = [(part_factors(mole, p), s) for p, s in parts]
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name in mole.layers:
+        got = [(f[name][0] * s, f[name][1]) for f, s in per_part if name in f]
+        if got:
+            out[name] = (torch.cat([a for a, _ in got]).contiguous(), torch.cat([b for _, b in got], dim=1).contiguous())
+    return out
+
+
 def factors_sha256(part: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> str:
     h = hashlib.sha256(f"mole-gguf-lora:{FORMAT}:{part}".encode())
     for name in sorted(factors):
@@ -55,12 +69,12 @@ def factors_sha256(part: str, factors: dict[str, tuple[torch.Tensor, torch.Tenso
     return h.hexdigest()
 
 
-def adapter_file(mole: Any, part: str, root: Path, *, n_head: int | None, n_head_kv: int | None,
-                 arch: str = "llama") -> Path | None:
-    """The GGUF LoRA file of ``part`` under ``root`` (written if missing or damaged); None: no factors."""
+def adapter_file(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], part: str, root: Path, *,
+                 n_head: int | None, n_head_kv: int | None, arch: str = "llama") -> Path | None:
+    """The GGUF LoRA file of ``factors`` (named ``part``) under ``root``, written if missing or damaged;
+    None: no factors."""
     from mole_lsp.export.gguf_lora import write_gguf_lora
 
-    factors = part_factors(mole, part)
     if not factors:
         return None
     key = factors_sha256(part, factors)
