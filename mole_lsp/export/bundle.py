@@ -62,8 +62,9 @@ def readme(routes: RouteSet, fmt: Format) -> str:
         f"# mole-lsp routes as standard LoRA adapters ({fmt})",
         "",
         f"Base model: `{base_name}`{rev}, the UNTOUCHED original weights (not a mole-lsp residual). Each "
-        "adapter below is the exact computation mole-lsp runs for one kind of token (DESIGN §9: the route "
-        "`W_res + shared + expert` equals `W` plus one LoRA of rank r_res + r_shared + r_expert).",
+        "adapter below is the exact computation mole-lsp runs for one kind of token (mole-lsp's "
+        "layer computes `W_res x + shared x + expert x` with `W_res = W - res_B res_A`, which is `W` plus one "
+        "LoRA `[-res; shared; expert]`; scales are folded in, so each adapter applies with scaling 1).",
         "",
         "| adapter | rank | reproduces |",
         "|---|---|---|",
@@ -74,6 +75,7 @@ def readme(routes: RouteSet, fmt: Format) -> str:
         "token by token inside a mixed prompt; a served adapter uses one for all positions.)",
         "",
     ]
+    example = (langs or [NL_ROUTE])[0]
     if fmt == "peft":
         mods = " ".join(f"{k}=./{k}" for k in routes.routes)
         lines += [
@@ -84,8 +86,8 @@ def readme(routes: RouteSet, fmt: Format) -> str:
             f"--max-loras {len(routes.routes)} --lora-modules {mods}",
             "```",
             "",
-            f'Then ask for an adapter by name: `"model": "{(langs or [NL_ROUTE])[0]}"` in an OpenAI-style '
-            '`/v1/completions` request. With `peft`: `PeftModel.from_pretrained(base, "./rust")`.',
+            f'Then ask for an adapter by name: `"model": "{example}"` in an OpenAI-style '
+            f'`/v1/completions` request. With `peft`: `PeftModel.from_pretrained(base, "./{example}")`.',
             "",
         ]
     else:
@@ -103,7 +105,8 @@ def readme(routes: RouteSet, fmt: Format) -> str:
             "Adapters get ids in the order given ("
             + ", ".join(f"{i} = {k}" for i, k in enumerate(routes.routes))
             + '); each request picks one with `"lora": [{"id": 0, "scale": 1.0}]` (unlisted adapters get '
-            "scale 0). Ollama: a Modelfile with `FROM base.gguf` and `ADAPTER ./<route>/mole-<route>-lora.gguf`.",
+            "scale 0; llama-server does not batch requests whose adapters differ). Ollama: a Modelfile with "
+            "`FROM base.gguf` and `ADAPTER ./<route>/mole-<route>-lora.gguf`.",
             "",
         ]
     return "\n".join(lines)
