@@ -96,3 +96,19 @@ def test_gguf_export_agrees_with_peft_at_llama_cpp_floor(packs: Path, tmp_path: 
         got = llama_cpp_logits(base_gguf, TOKENS, tmp_path / "gguf" / route / gguf_file_name(route))
         err = float(np.abs(got - want).max())
         assert err <= 5 * max(floor, 1e-5), f"{route}: llama.cpp {err} vs bare floor {floor}"
+
+
+def test_nl_as_an_expert_exports_the_nl_route(tmp_path: Path) -> None:
+    """nl_mode="expert" (the ablation): NL tokens take shared + the "nl" expert, and so does the export."""
+    base = tiny_base()
+    mole = attach_mole(base, MoleConfig(r_shared=4, r_expert=2, languages=("python",), nl_mode="expert"))
+    perturb(mole, seed=6, std=0.1)
+    repo = export_packs(
+        mole, tmp_path / "repo", BaseIdentity("tiny/export-base", None, fingerprint_model(tiny_base()))
+    )
+    routes = export_packs_as_lora(
+        repo / "core", {x: repo / "experts" / x for x in ("python", "nl")}, tmp_path / "out", "peft"
+    )
+    assert set(routes.routes) == {"python", "nl", "code"}
+    assert rel(peft_logits(tmp_path / "out" / "nl"), mole_logits(repo, "nl")) < 1e-5
+    assert rel(peft_logits(tmp_path / "out" / "python"), mole_logits(repo, "python")) < 1e-5
