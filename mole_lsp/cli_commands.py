@@ -26,7 +26,8 @@ def server_options(args: argparse.Namespace) -> Any:
 
     return Options(base_model=args.base_model, pack_repo=args.pack_repo, revision=args.revision,
                    cache_dir=args.cache_dir, device=args.device, offline=args.offline, threads=args.threads,
-                   backend=args.backend,
+                   backend=args.backend, endpoint=getattr(args, "endpoint", None),
+                   api_key=getattr(args, "api_key", None),
                    preload=not getattr(args, "no_preload", False))
 
 
@@ -321,7 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     langs = _resolve_languages([x for x in args.languages.split(",") if x.strip()]) if args.languages else None
     core, experts = _export_sources(args, langs)
     out = Path(args.out)
-    routes = export_packs_as_lora(core, experts, out, args.export_format)
+    routes = export_packs_as_lora(core, experts, out, args.export_format, half=args.half)
     for name, what in routes.describe.items():
         print(f"{name:<12} rank {routes.rank(name):<4} {out / name}  ({what})")
     print(f"how to serve them: {out / 'README.md'}")

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from mole_lsp.export.gguf_lora import write_gguf_lora
 from mole_lsp.export.peft_lora import write_peft_lora
 from mole_lsp.export.routes import NL_ROUTE, SHARED_ROUTE, RouteSet, route_factors
@@ -22,8 +24,12 @@ def gguf_file_name(route: str) -> str:
     return f"mole-{route}-lora.gguf"
 
 
-def export_packs_as_lora(core_dir: Path, experts: Mapping[str, Path], out: Path, fmt: Format) -> RouteSet:
-    """Write every route of the core + expert packs under ``out/<route>/`` in ``fmt``, and ``out/README.md``."""
+def export_packs_as_lora(
+    core_dir: Path, experts: Mapping[str, Path], out: Path, fmt: Format, *, half: bool = False
+) -> RouteSet:
+    """Write every route of the core + expert packs under ``out/<route>/`` in ``fmt``, and ``out/README.md``.
+
+    ``half``: float16 factors (half the size; exact up to fp16 rounding of A and B) instead of float32."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (expected one of {', '.join(FORMATS)})")
     routes = route_factors(core_dir, experts)
@@ -34,7 +40,7 @@ def export_packs_as_lora(core_dir: Path, experts: Mapping[str, Path], out: Path,
         if fmt == "peft":
             write_peft_lora(
                 folder, factors, base_model=base.get("repo_id") or "", revision=base.get("revision"),
-                target_modules=routes.layout["target_modules"],
+                target_modules=routes.layout["target_modules"], dtype=torch.float16 if half else torch.float32,
             )  # fmt: skip
         else:
             folder.mkdir(parents=True, exist_ok=True)
@@ -42,7 +48,7 @@ def export_packs_as_lora(core_dir: Path, experts: Mapping[str, Path], out: Path,
             r = routes.rank(name)
             write_gguf_lora(
                 folder / gguf_file_name(name), factors, alpha=float(r), arch=GGUF_ARCH.get(model_type, model_type),
-                name=f"mole-lsp {name} route",
+                name=f"mole-lsp {name} route", dtype="f16" if half else "f32",
             )  # fmt: skip
     (out / "routes.json").write_text(
         json.dumps({"format": fmt, "base": base, "routes": {k: {"rank": routes.rank(k), "reproduces": v}

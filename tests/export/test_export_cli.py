@@ -14,12 +14,27 @@ from mole_lsp.cli import main
 def common(tiny_world, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MOLE_BASE_MODEL", raising=False)
-    return ["--base-model", str(tiny_world.base_dir), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
+    return [
+        "--base-model",
+        str(tiny_world.base_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--threads",
+        "1",
+    ]
 
 
 def test_export_from_a_pack_folder(tiny_world, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
-    argv = ["export", "--pack-repo", str(tiny_world.packs_dir), "--format", "gguf", "--languages", "python,rs"]
+    argv = [
+        "export",
+        "--pack-repo",
+        str(tiny_world.packs_dir),
+        "--format",
+        "gguf",
+        "--languages",
+        "python,rs",
+    ]
     assert main([*argv, "--out", str(out)]) == 0
     for route in ("python", "rust", "nl", "code"):
         assert (out / route / f"mole-{route}-lora.gguf").is_file()
@@ -28,6 +43,10 @@ def test_export_from_a_pack_folder(tiny_world, tmp_path, capsys):  # noqa: F811
     assert routes["rust"]["rank"] == 4 + 2 + 6  # residual + shared + expert
     printed = capsys.readouterr().out
     assert "rust" in printed and "README.md" in printed
+    half = tmp_path / "half"
+    assert main([*argv, "--out", str(half), "--half"]) == 0
+    size = (out / "rust" / "mole-rust-lora.gguf").stat().st_size
+    assert (half / "rust" / "mole-rust-lora.gguf").stat().st_size < 0.6 * size
 
 
 def test_export_installed_packs(common, tiny_world, tmp_path, capsys):  # noqa: F811
@@ -41,7 +60,10 @@ def test_export_installed_packs(common, tiny_world, tmp_path, capsys):  # noqa: 
 
 def test_export_user_errors(common, tiny_world, tmp_path, capsys):  # noqa: F811
     folder = ["--pack-repo", str(tiny_world.packs_dir)]
-    assert main(["export", *folder, "--format", "peft", "--languages", "cobol", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["export", *folder, "--format", "peft", "--languages", "cobol", "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "unknown language 'cobol'" in capsys.readouterr().err
     assert main([*common, "export", "--format", "peft", "--out", str(tmp_path / "o")]) == 2
     assert "core pack is not installed" in capsys.readouterr().err
