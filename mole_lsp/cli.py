@@ -63,9 +63,9 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
     g.add_argument("--offline", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="never touch the network: cached packs only")
     g.add_argument("--threads", type=int, default=d, help="CPU threads for torch (default: usable cores)")
-    g.add_argument("--backend", default=d, choices=("auto", "torch", "llamacpp"),
+    g.add_argument("--backend", default=d, choices=("auto", "torch", "llamacpp", "openai"),
                    help="what runs the model (default: auto = llama.cpp for a GGUF base on the CPU when "
-                   "llama-cpp-python is installed, else torch)")
+                   "llama-cpp-python is installed, else torch; openai = a remote server, serve only)")
     g.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                    help="log more (to stderr)")
 
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     sp.add_argument("--stdio", action="store_true", help="use stdio (the default; accepted for editors that pass it)")
     sp.add_argument("--no-preload", action="store_true", help="load the model on the first request, not at start")
+    sp.add_argument("--endpoint", metavar="URL", help="--backend openai: the OpenAI-compatible server (vLLM, "
+                    "llama-server) serving the adapters of `mole-lsp export`")
+    sp.add_argument("--api-key", metavar="KEY", help="--backend openai: its bearer key (or $MOLE_LSP_API_KEY)")
 
     sp = add("install-pack", "install expert packs (and the core pack) into the cache")
     sp.add_argument("languages", nargs="+", metavar="LANG")
@@ -133,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     command = args.command or "serve"
+    if args.backend == "openai" and command != "serve":
+        print("mole-lsp: error: --backend openai is for `mole-lsp serve` (the other commands run the model here)",
+              file=sys.stderr)
+        return EXIT_USER
     try:
         return COMMANDS[command](args) or 0
     except KeyboardInterrupt:

@@ -26,7 +26,8 @@ def server_options(args: argparse.Namespace) -> Any:
 
     return Options(base_model=args.base_model, pack_repo=args.pack_repo, revision=args.revision,
                    cache_dir=args.cache_dir, device=args.device, offline=args.offline, threads=args.threads,
-                   backend=args.backend,
+                   backend=args.backend, endpoint=getattr(args, "endpoint", None),
+                   api_key=getattr(args, "api_key", None),
                    preload=not getattr(args, "no_preload", False))
 
 

@@ -42,7 +42,9 @@ class Options:
     device: str | None = None
     offline: bool = False
     threads: int | None = None
-    backend: str | None = None  # auto, torch or llamacpp (engine/backends)
+    backend: str | None = None  # auto, torch, llamacpp (engine/backends) or openai (engine/remote.py)
+    endpoint: str | None = None  # the openai backend's server
+    api_key: str | None = None
     preload: bool = True  # load the model in the background after `initialized`
 
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Tests and debugging: the idle time in seconds, over the idleUnloadMinutes setting.
 IDLE_UNLOAD_ENV = "MOLE_LSP_IDLE_UNLOAD_SECONDS"
+API_KEY_ENV = "MOLE_LSP_API_KEY"  # the openai backend's key, kept off the command line
 
 
 class EngineUnavailable(Exception):
@@ -70,6 +71,10 @@ class EngineHost:
             "auto_install": s.autoInstallPacks,
             "threads": o.threads,
             "backend": sent("backend") or o.backend or "auto",
+            # The openai backend (engine/remote.py): the server, its key, route -> served model name.
+            "endpoint": s.endpoint or o.endpoint or None,
+            "api_key": s.apiKey or o.api_key or os.environ.get(API_KEY_ENV) or None,
+            "remote_models": s.remoteModels,
         }
 
     def start_loading(self) -> asyncio.Future[Engine]:
@@ -184,6 +189,12 @@ class EngineHost:
 
         def work() -> Engine:
             t0 = time.perf_counter()
+            if cfg["backend"] == "openai":  # a remote server runs the model: nothing loads here
+                from mole_lsp.engine.remote import open_remote
+
+                engine = open_remote(cfg)
+                engine.ensure_core()
+                return engine  # type: ignore[return-value]
             check_device(cfg["device"])
             engine = Engine.from_spec(cfg["base_model"], cache_dir=cfg["cache_dir"], pack_repo=cfg["pack_repo"],
                                       revision=cfg["revision"], offline=cfg["offline"], device=cfg["device"],

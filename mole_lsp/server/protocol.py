@@ -104,7 +104,7 @@ class PackInfo(TypedDict):
 # -- settings ---------------------------------------------------------------------------------------
 # Values the "device" setting accepts (a JSON-schema/ECMAScript and Python regular expression alike).
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$"
-BACKEND_PATTERN = r"^(auto|torch|llamacpp)$"  # the "backend" setting (engine/backends)
+BACKEND_PATTERN = r"^(auto|torch|llamacpp|openai)$"  # the "backend" setting (engine/backends, engine/remote.py)
 
 # name → (type, default, help). The server validates against this table; the extension contributes
 # the same names under "mole.*" in package.json.
@@ -114,7 +114,10 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "packRevision": (str, "main", "Branch, tag or commit of the pack repository to install from."),
     "cacheDir": (str, "", "Where models and packs are cached; empty = the platform's user cache."),
     "device": (str, "auto", "auto, cpu, cuda, cuda:N (the Nth CUDA GPU) or mps."),
-    "backend": (str, "auto", "What runs the model: auto (llama.cpp for a GGUF base on the CPU when llama-cpp-python is installed, else torch), torch or llamacpp."),
+    "backend": (str, "auto", "What runs the model: auto (llama.cpp for a GGUF base on the CPU when llama-cpp-python is installed, else torch), torch, llamacpp, or openai (a remote OpenAI-compatible server at endpoint, e.g. vLLM or llama-server serving the exported adapters)."),
+    "endpoint": (str, "", "URL of the OpenAI-compatible server of the openai backend (http://host:8000)."),
+    "apiKey": (str, "", "Bearer key of the openai backend's server; empty = none."),
+    "remoteModels": (dict, {}, "openai backend: route (language id, nl, code, base) -> served model name, over the names found in /v1/models."),
     "maxNewTokens": (int, 64, "Most tokens generated for one inline completion (1-1024)."),
     "explainMaxNewTokens": (int, 256, "Most tokens for an explanation or a translation (1-4096)."),
     "contextTokens": (int, 1024, "Token budget of the prompt around the cursor (64-16384)."),

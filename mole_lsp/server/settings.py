@@ -29,10 +29,11 @@ RANGES: dict[str, tuple[int, int]] = {
 # String settings restricted by a regular expression: (pattern, what the message says is accepted).
 PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     "device": (re.compile(DEVICE_PATTERN), "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"),
-    "backend": (re.compile(BACKEND_PATTERN), "auto, torch or llamacpp"),
+    "backend": (re.compile(BACKEND_PATTERN), "auto, torch, llamacpp or openai"),
 }
 # Settings whose change needs the model (or the pack store) to be set up again.
-RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device", "backend"})
+RELOAD = frozenset({"baseModel", "packRepo", "packRevision", "cacheDir", "device", "backend", "endpoint", "apiKey",
+                    "remoteModels"})
 
 
 def _describe(value: Any) -> str:
@@ -70,6 +71,10 @@ def validate(name: str, value: Any) -> tuple[Any, str | None]:
         if name == "device" and value.startswith("cuda:"):
             value = f"cuda:{int(value[5:])}"  # "cuda:01" and "cuda:1" are the same device
         return value, None
+    if kind is dict and name == "remoteModels":  # route -> served model name
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return None, f"{key} must map languages to model names, not {_describe(value)}"
+        return dict(value), None
     if kind is dict:  # "enable": languageId -> bool
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, bool) for k, v in value.items()

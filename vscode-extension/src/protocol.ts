@@ -151,7 +151,7 @@ export interface Status {
 /** Values the `device` setting accepts (protocol.py's DEVICE_PATTERN, also package.json's pattern). */
 export const DEVICE_PATTERN = '^(auto|cpu|cuda|cuda:[0-9]+|mps)$';
 /** Values the `backend` setting accepts (protocol.py's BACKEND_PATTERN, also package.json's pattern). */
-export const BACKEND_PATTERN = '^(auto|torch|llamacpp)$';
+export const BACKEND_PATTERN = '^(auto|torch|llamacpp|openai)$';
 
 /**
  * The server's settings as sent in `initializationOptions` and in
@@ -164,6 +164,9 @@ export interface ServerSettings {
   cacheDir?: string;
   device?: string;
   backend?: string;
+  endpoint?: string;
+  apiKey?: string;
+  remoteModels?: Record<string, string>;
   maxNewTokens?: number;
   explainMaxNewTokens?: number;
   contextTokens?: number;
@@ -187,6 +190,9 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   cacheDir: '',
   device: 'auto',
   backend: 'auto',
+  endpoint: '',
+  apiKey: '',
+  remoteModels: {},
   maxNewTokens: 64,
   explainMaxNewTokens: 256,
   contextTokens: 1024,

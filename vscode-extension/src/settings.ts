@@ -10,7 +10,8 @@ type Spec =
   | { kind: 'string'; pattern?: string; accepted?: string }
   | { kind: 'int'; min: number; max: number }
   | { kind: 'bool' }
-  | { kind: 'enableMap' };
+  | { kind: 'enableMap' }
+  | { kind: 'nameMap' };
 
 /** How each server setting is validated on the client (the server validates again). */
 export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec } = {
@@ -19,7 +20,10 @@ export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec }
   packRevision: { kind: 'string' },
   cacheDir: { kind: 'string' },
   device: { kind: 'string', pattern: DEVICE_PATTERN, accepted: 'auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps' },
-  backend: { kind: 'string', pattern: BACKEND_PATTERN, accepted: 'auto, torch or llamacpp' },
+  backend: { kind: 'string', pattern: BACKEND_PATTERN, accepted: 'auto, torch, llamacpp or openai' },
+  endpoint: { kind: 'string' },
+  apiKey: { kind: 'string' },
+  remoteModels: { kind: 'nameMap' },
   maxNewTokens: { kind: 'int', min: 1, max: 1024 },
   explainMaxNewTokens: { kind: 'int', min: 1, max: 4096 },
   contextTokens: { kind: 'int', min: 64, max: 16384 },
@@ -45,11 +49,11 @@ export const RESTART_SETTING_NAMES: readonly ClientSettingName[] = ['pythonPath'
 export type Getter = (name: string) => unknown;
 
 /**
- * Settings that pick what runs (interpreter, its arguments) or what it loads and writes (model, packs,
- * cache). A workspace may not choose them until it is trusted; package.json lists the same names in
+ * Settings that pick what runs (interpreter, its arguments), what it loads and writes (model, packs,
+ * cache) or where the code goes (the openai backend's endpoint). A workspace may not choose them until it is trusted; package.json lists the same names in
  * capabilities.untrustedWorkspaces.restrictedConfigurations.
  */
-export const RESTRICTED_SETTING_NAMES: readonly string[] = ['pythonPath', 'serverArgs', 'baseModel', 'packRepo', 'cacheDir'];
+export const RESTRICTED_SETTING_NAMES: readonly string[] = ['pythonPath', 'serverArgs', 'baseModel', 'packRepo', 'cacheDir', 'endpoint'];
 
 /**
  * A getter for the `mole` section that honours restricted mode: in an untrusted workspace the
@@ -106,6 +110,13 @@ export function validateServerSetting(name: ServerSettingName, value: unknown): 
         return { ok: false, problem: `${key}: the values of ${names} must be true or false.` };
       }
       return { ok: true, value: { ...(value as Record<string, boolean>) } };
+    }
+    case 'nameMap': {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)
+          || !Object.values(value).every((v) => typeof v === 'string')) {
+        return { ok: false, problem: `${key} must map languages to model names, not ${describe(value)}.` };
+      }
+      return { ok: true, value: { ...(value as Record<string, string>) } };
     }
   }
 }

@@ -34,7 +34,10 @@ describe('readServerSettings', () => {
         packRevision: 'v1',
         cacheDir: '/tmp/cache',
         device: 'cuda',
-        backend: 'llamacpp',
+        backend: 'openai',
+        endpoint: ' http://gpu-box:8000 ',
+        apiKey: 'k',
+        remoteModels: { python: 'team-python' },
         maxNewTokens: 1024,
         explainMaxNewTokens: 1,
         contextTokens: 64,
@@ -55,7 +58,10 @@ describe('readServerSettings', () => {
       packRevision: 'v1',
       cacheDir: '/tmp/cache',
       device: 'cuda',
-      backend: 'llamacpp',
+      backend: 'openai',
+      endpoint: 'http://gpu-box:8000',
+      apiKey: 'k',
+      remoteModels: { python: 'team-python' },
       maxNewTokens: 1024,
       explainMaxNewTokens: 1,
       contextTokens: 64,
@@ -123,6 +129,16 @@ describe('validateServerSetting', () => {
       if (!v.ok) assert.match(v.problem, /^mole\.device must be auto, cpu, cuda, cuda:N .* or mps; got /);
     }
     assert.equal(validateServerSetting('device', 1).ok, false);
+  });
+
+  it('checks the remote model names (openai backend)', () => {
+    assert.deepEqual(validateServerSetting('remoteModels', { python: 'p', nl: 'n' }), { ok: true, value: { python: 'p', nl: 'n' } });
+    for (const bad of [{ python: 1 }, ['p'], null, 'python=p']) {
+      const v = validateServerSetting('remoteModels', bad);
+      assert.equal(v.ok, false, JSON.stringify(bad));
+      if (!v.ok) assert.match(v.problem, /^mole\.remoteModels must map languages to model names/);
+    }
+    assert.equal(validateServerSetting('backend', 'openai').ok, true);
   });
 
   it('checks the enable map and copies it', () => {
