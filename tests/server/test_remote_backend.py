@@ -302,3 +302,19 @@ async def test_cancel_and_supersede_close_the_stream_upstream(world, tmp_path):
         assert runs[0]["superseded"] and runs[0]["stop_reason"] == "cancelled" and runs[0]["new_tokens"] < 900
     finally:
         await s.stop()
+
+
+def test_the_base_tokenizer_cuts_the_prompt_as_the_local_engine_does(world):
+    """With the base on this machine (here the GGUF file) its tokenizer builds the local engine's prompt."""
+    from mole_lsp.engine.prompts import completion_prompt
+    from mole_lsp.engine.remote import open_remote
+
+    root, gguf, adapters, server = world
+    engine = open_remote({"endpoint": server.url + "/v1", "base_model": str(gguf)})
+    assert engine.tokenizer is not None
+    long = "".join(f"x{i} = {i}\n" for i in range(40)) + PY  # far over 64 tokens
+    result = engine.complete(long, "", "python", max_new_tokens=8, context_tokens=64)
+    prompt = completion_prompt(engine.tokenizer, long, "", "python", 64)
+    text = engine.tokenizer.decode(prompt.ids)
+    assert len(prompt.ids) <= 64 and len(text) < len(long) and long.endswith(text)
+    assert result.text == direct(gguf, adapters["python"], text, 8) and result.expert == "python"
