@@ -28,6 +28,7 @@ from mole_lsp.engine.backends.lora_files import RESIDUAL, adapter_file, route_fa
 from mole_lsp.engine.experts import ROUTE_BASE, ROUTE_NL, ROUTE_SHARED, ExpertManager
 
 N_BATCH = 512
+LORA_DTYPE = "f16"  # the adapters' tensor type: f16 halves what each token reads (decode 0.86x bare vs 0.69x in f32)
 MAX_CTX = 8192
 
 
@@ -103,7 +104,7 @@ class LlamaCppBackend(Backend):
 
     def _adapter(self, route: str, parts: list[tuple[str, float]]) -> Any:
         path = adapter_file(route_factors(self.experts.mole, parts), route, self.lora_dir, n_head=self.heads[0],
-                            n_head_kv=self.heads[1])
+                            n_head_kv=self.heads[1], dtype=LORA_DTYPE)  # type: ignore[arg-type]
         if path is None:
             return None
         ptr = self._adapters.get(path)

@@ -19,7 +19,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -70,14 +70,15 @@ def factors_sha256(part: str, factors: dict[str, tuple[torch.Tensor, torch.Tenso
 
 
 def adapter_file(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], part: str, root: Path, *,
-                 n_head: int | None, n_head_kv: int | None, arch: str = "llama") -> Path | None:
+                 n_head: int | None, n_head_kv: int | None, arch: str = "llama",
+                 dtype: Literal["f32", "f16"] = "f32") -> Path | None:
     """The GGUF LoRA file of ``factors`` (named ``part``) under ``root``, written if missing or damaged;
     None: no factors."""
     from mole_lsp.export.gguf_lora import write_gguf_lora
 
     if not factors:
         return None
-    key = factors_sha256(part, factors)
+    key = factors_sha256(f"{part}:{dtype}", factors)
     path = root / f"{key[:32]}.gguf"
     meta_path = path.with_suffix(".json")
     meta = read_json_object(meta_path)
@@ -88,7 +89,7 @@ def adapter_file(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], part: st
     os.close(fd)
     try:
         write_gguf_lora(Path(tmp), factors, 0.0, arch=arch, name=f"mole {part}", n_head=n_head,
-                        n_head_kv=n_head_kv)
+                        n_head_kv=n_head_kv, dtype=dtype)
         digest = sha256_file(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
