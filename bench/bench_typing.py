@@ -18,9 +18,10 @@ common prefix of the suggestion and what the user then typed (and the file's fol
 
 Configurations, all in the same run and over the same replay:
 
-- ``base``: the GGUF base, no packs;
-- ``expert``: the same base with the core and the document's expert from ``--packs`` (a pack repository
-  folder, e.g. the export of ``python -m training.finetune``);
+- ``base only``: the GGUF base, no packs;
+- ``core + expert``: the same base with the core and the document's expert from ``--packs`` (a pack
+  repository folder, e.g. the export of ``python -m training.finetune``);
+- each of them once per ``--backends`` value (the server's ``backend`` setting: auto, torch, llamacpp);
 - ``anchor`` (``--anchor``): llama-cpp-python's OpenAI-compatible server on the same GGUF, which keeps its
   KV cache and reuses the longest common prefix of consecutive prompts; the client debounces as our
   server does, sends the last ``--context`` tokens of the prefix (the same prefix budget), stops at the
@@ -348,14 +349,16 @@ def summarize(outcomes: list[Outcome]) -> dict[str, float]:
             "chars_per_key": sum(o.predicted for o in outcomes) / max(1, len(outcomes))}
 
 
-async def run_lsp(replays: list[Replay], args: argparse.Namespace, packs: str | None, tmp: Path) -> list[Outcome]:
+async def run_lsp(replays: list[Replay], args: argparse.Namespace, packs: str | None, backend: str,
+                  tmp: Path) -> list[Outcome]:
     cmd = [sys.executable, "-m", "mole_lsp", "serve", "--base-model", str(args.gguf), "--device", "cpu",
            "--cache-dir", str(args.cache_dir or tmp / "cache"), "--pack-repo", packs or str(tmp / "no-packs")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MOLE_LSP_TRACE": "1"}
     docs = tmp / "docs"
     docs.mkdir(exist_ok=True)
     user = LspUser(cmd, env, {"contextTokens": args.context, "maxNewTokens": args.max_new_tokens,
-                              "debounceMs": args.debounce_ms, "autoInstallPacks": bool(packs)}, docs)
+                              "debounceMs": args.debounce_ms, "autoInstallPacks": bool(packs),
+                              "backend": backend}, docs)
     await user.start()
     out: list[Outcome] = []
     for r in replays:
@@ -418,11 +421,13 @@ async def main_async(args: argparse.Namespace) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="mole-typing-"))
     rows: dict[str, dict[str, float]] = {}
     per_lang: dict[str, dict[str, dict[str, float]]] = {}
-    configs: list[tuple[str, str | None]] = [("mole-lsp, base only", None)]
-    if args.packs:
-        configs.append(("mole-lsp, core + expert", args.packs))
-    for name, packs in configs:
-        outs = await run_lsp(replays, args, packs, tmp)
+    configs: list[tuple[str, str | None, str]] = []
+    for backend in args.backends.split(","):
+        configs.append((f"mole-lsp ({backend}), base only", None, backend))
+        if args.packs:
+            configs.append((f"mole-lsp ({backend}), core + expert", args.packs, backend))
+    for name, packs, backend in configs:
+        outs = await run_lsp(replays, args, packs, backend, tmp)
         rows[name] = summarize(outs)
         per_lang[name] = _by_language(replays, outs)
         print(name, rows[name], flush=True)
@@ -467,6 +472,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--debounce-ms", type=int, default=150)
     p.add_argument("--packs", default=None, help="pack repository folder for the core + expert configuration")
+    p.add_argument("--backends", default="auto", help="the server's backend setting(s), comma-separated "
+                   "(auto, torch, llamacpp): one configuration each")
     p.add_argument("--anchor", action="store_true", help="also replay against llama-cpp-python's server")
     p.add_argument("--gguf", type=Path, default=GGUF)
     p.add_argument("--cache-dir", default=None, help="mole-lsp cache (reuse the converted base between runs)")
