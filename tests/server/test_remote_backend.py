@@ -240,8 +240,12 @@ PY = "def fib(n):\n    if n < 2:\n        return n\n    return "
 RS = "fn fib(n: u64) -> u64 {\n    if n < 2 {\n        return n;\n    }\n    "
 
 
-async def served(cache: Path, server: LlamaServer, **options) -> Served:
-    s = Served(cache, ["--backend", "openai", "--endpoint", server.url], server_env(cache))
+async def served(cache: Path, server: LlamaServer, *, by_settings: bool = False, **options) -> Served:
+    """``mole-lsp serve`` on the llama server: by command-line options, or by the editor's settings."""
+    args = [] if by_settings else ["--backend", "openai", "--endpoint", server.url]
+    if by_settings:
+        options.update(backend="openai", endpoint=server.url + "/v1")
+    s = Served(cache, args, server_env(cache))
     await s.start({"debounceMs": 0, **options})
     await s.ready()
     return s
@@ -279,7 +283,7 @@ def _inline(uri: str, line: int, character: int) -> types.InlineCompletionParams
 
 async def test_cancel_and_supersede_close_the_stream_upstream(world, tmp_path):
     root, gguf, adapters, server = world
-    s = await served(tmp_path, server, maxNewTokens=900, multiLineTimeMs=0)
+    s = await served(tmp_path, server, by_settings=True, maxNewTokens=900, multiLineTimeMs=0)
     try:
         uri = s.open("long.py", "python", PY)
         # $/cancelRequest while the server streams: the stream is closed, the server stops generating.
