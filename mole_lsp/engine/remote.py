@@ -17,7 +17,9 @@ position by its own label).
 Served names (``GET /v1/models``): the route's name itself (``python``, ``nl``, ``code``: the folder
 names of an export, as its README serves them with ``--lora-modules python=./python``) or a name ending
 in ``-<route>``, ``_<route>``, ``/<route>`` or ``:<route>`` (``smollm2-python``); a model matching no
-route is the bare base. The ``remoteModels`` setting maps routes to names explicitly.
+route is the bare base. The ``remoteModels`` setting maps routes to names explicitly. llama.cpp's
+``llama-server`` serves one model and picks adapters per request (``"lora": [{"id", "scale"}]``): when
+``GET /lora-adapters`` lists them, their file names (``mole-python-lora.gguf``) or folders name the routes.
 
 Prompts: :func:`~mole_lsp.engine.prompts.completion_prompt` (and the explain/translate prompts) with the
 base model's tokenizer when it is on this machine (``baseModel``); without it a byte tokenizer stands in,
@@ -174,6 +176,9 @@ class RemoteEngine:
         self._prompt_tokenizer = tokenizer if tokenizer is not None else byte_tokenizer()
         self.fim = fim if tokenizer is not None else None
         self.routes: dict[str, str] | None = None  # route -> served name, from ensure_core
+        # llama-server: adapter name -> its id (sent as the request's "lora" scales), and the one model
+        self._lora: dict[str, int] = {}
+        self._base_model = ""
         self.kv = _NoKV()
         self.auto_install = False
         self.progress = None
@@ -200,8 +205,23 @@ class RemoteEngine:
                     raise UserError(f"{self.endpoint} serves no model")
                 self.routes = match_routes(names, self.registry, self.override)
                 self.routes.setdefault(BASE, names[0])
+                if set(self.routes) == {BASE} and (adapters := self._lora_adapters()):
+                    # llama.cpp's llama-server: one model, adapters picked per request by id
+                    self._base_model = names[0]
+                    self._lora = {_adapter_name(a["path"], self.registry): int(a["id"]) for a in adapters}
+                    self.routes = {**match_routes(list(self._lora), self.registry, self.override), BASE: names[0]}
                 log.info("served routes: %s", self.routes)
             return not self.base_only
+
+    def _lora_adapters(self) -> list[dict[str, Any]]:
+        """llama-server's ``GET /lora-adapters`` (``[{"id", "path", "scale"}]``); [] from other servers."""
+        try:
+            reply = self.client.get("/lora-adapters")
+            listed = reply.json() if reply.status_code == 200 else []
+        except (httpx.HTTPError, ValueError):
+            return []
+        ok = isinstance(listed, list) and all(isinstance(a, dict) and "id" in a and "path" in a for a in listed)
+        return listed if ok else []
 
     def retry_core(self) -> None:
         with self._lock:
@@ -246,6 +266,10 @@ class RemoteEngine:
         body = {"model": model, "prompt": prompt, "max_tokens": max(1, max_tokens), "stream": True,
                 "temperature": temperature, "stop": stop[:4] or None,  # OpenAI takes at most 4 stops
                 "repeat_penalty": 1.0}  # llama-cpp-python's server defaults to 1.1: greedy would not be greedy
+        if self._lora:  # every adapter listed: unlisted ones would keep the server's global scale
+            chosen = self._lora.get(model)
+            body["model"] = self._base_model
+            body["lora"] = [{"id": i, "scale": 1.0 if i == chosen else 0.0} for i in sorted(self._lora.values())]
         try:
             return Stream(self.client, body, cancel)
         except httpx.HTTPError as e:
@@ -365,6 +389,16 @@ class RemoteEngine:
                                 labels=labels, stop_reason=reason, prompt_tokens=0, new_tokens=n,
                                 timings={"total": (time.perf_counter() - t0) * 1e3},
                                 notes=self.take_notes(), base_only=self.base_only)
+
+
+def _adapter_name(path: str, registry: Registry) -> str:
+    """A llama-server adapter's name from its file: ``.../mole-python-lora.gguf`` -> ``mole-python`` (the
+    export's file name), else its folder's name (``python/adapter.gguf`` -> ``python``)."""
+    from pathlib import PurePath
+
+    p = PurePath(path)
+    stem = p.stem.removesuffix("-lora")
+    return stem if set(match_routes([stem], registry)) != {BASE} else (p.parent.name or stem)
 
 
 def _reason(stream: Stream, cancel: Cancel, single_line: bool) -> str:

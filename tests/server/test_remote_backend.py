@@ -179,9 +179,14 @@ class ScriptedServer(http.server.ThreadingHTTPServer):
     ANSWER = "It sets x.\n```python\nx = 1\n```\nDone."
     PROMPT_END = "### Response\n"  # the plain layout's end (no local tokenizer, no chat template)
 
-    def __init__(self) -> None:
+    # llama-server's adapter list (GET /lora-adapters), when it stands in for llama-server
+    ADAPTERS = [{"id": 0, "path": "out/nl/mole-nl-lora.gguf", "scale": 0.0},
+                {"id": 1, "path": "out/python/adapter.gguf", "scale": 0.0}]
+
+    def __init__(self, llama_server: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _ScriptedHandler)
-        self.requests: list[tuple[str, str]] = []
+        self.llama_server = llama_server
+        self.requests: list[tuple[str, str]] = []  # (model, or "lora <id>" on llama-server; prompt)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -193,11 +198,20 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self._send(json.dumps({"data": [{"id": m} for m in ("tiny", "tiny-nl", "tiny-python")]}).encode())
+        if self.path == "/lora-adapters":
+            if not self.server.llama_server:
+                return self.send_error(404)
+            return self._send(json.dumps(ScriptedServer.ADAPTERS).encode())
+        names = ["base.gguf"] if self.server.llama_server else ["tiny", "tiny-nl", "tiny-python"]
+        self._send(json.dumps({"data": [{"id": m} for m in names]}).encode())
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((body["model"], body["prompt"]))
+        model = body["model"]
+        if self.server.llama_server:
+            assert model == "base.gguf" and sorted(a["id"] for a in body["lora"]) == [0, 1]
+            model = " ".join(f"lora {a['id']}" for a in body["lora"] if a["scale"] == 1.0) or "base"
+        self.server.requests.append((model, body["prompt"]))
         done = body["prompt"].split(ScriptedServer.PROMPT_END, 1)[1]
         assert ScriptedServer.ANSWER.startswith(done)
         self.send_response(200)
@@ -219,8 +233,9 @@ class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def test_explain_switches_adapter_at_fences():
-    server = ScriptedServer()
+@pytest.mark.parametrize("llama_server", [False, True], ids=["adapters-by-name", "llama-server-lora-ids"])
+def test_explain_switches_adapter_at_fences(llama_server):
+    server = ScriptedServer(llama_server)
     try:
         engine = RemoteEngine(server.url)
         result = engine.explain("x = 1\n", "python", max_new_tokens=200)
@@ -228,7 +243,8 @@ def test_explain_switches_adapter_at_fences():
         # One request per segment: prose (nl), the fenced code (python), prose again; each starts from the
         # prompt plus the answer so far, and the segment's adapter reads all of it.
         models = [m for m, _ in server.requests]
-        assert models == ["tiny-nl", "tiny-python", "tiny-nl"]
+        nl, py = ("lora 0", "lora 1") if llama_server else ("tiny-nl", "tiny-python")
+        assert models == [nl, py, nl]
         prompts = [p.split(ScriptedServer.PROMPT_END, 1)[1] for _, p in server.requests]
         assert prompts == ["", "It sets x.\n```python\n", "It sets x.\n```python\nx = 1\n```\n"]
         assert set(result.routes[:11]) == {"nl"} and "python" in result.routes
