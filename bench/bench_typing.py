@@ -24,11 +24,12 @@ Configurations, all in the same run and over the same replay:
 - each of them once per ``--backends`` value (the server's ``backend`` setting: auto, torch, llamacpp);
 - ``anchor`` (``--anchor``): llama-cpp-python's OpenAI-compatible server on the same GGUF, which keeps its
   KV cache and reuses the longest common prefix of consecutive prompts; the client debounces as our
-  server does, sends the last ``--context`` tokens of the prefix (the same prefix budget), stops at the
-  line end when code follows the cursor on its line, and cancels superseded requests by closing the stream.
+  server does, sends the token ids of the very prompt our server builds (``completion_prompt``: the same
+  budget and the same stable start, so both sides can reuse their caches alike), stops at the line end
+  when code follows the cursor on its line, and cancels superseded requests by closing the stream.
 
 Prints one table (p50/p90 latency, share of keystrokes with a suggestion, predicted characters per
-keystroke) with ratios against the anchor, and appends it with the exact command to bench/RESULTS.md.
+keystroke; and apart, the suggestions that ran the model, i.e. not answered by typed-ahead reuse) with ratios against the anchor, and appends it with the exact command to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import math
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import socket
@@ -59,6 +61,8 @@ GGUF = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct" / "SmolLM2-13
 
 from lsprotocol import types  # noqa: E402
 from pytest_lsp.client import make_test_lsp_client  # noqa: E402
+
+from mole_lsp.engine.prompts import completion_prompt  # noqa: E402
 
 # language id -> (VS Code languageId, glob patterns of real files on this machine)
 SOURCES: dict[str, tuple[str, list[str]]] = {
@@ -121,7 +125,7 @@ def build_replay(path: Path, language: str, n_lines: int, cps: float, rng: rando
     total = 0
     for i, ln in enumerate(lines):
         if total >= min_prefix_chars and i + n_lines < len(lines) and \
-                all(lines[j].strip() and len(lines[j].strip()) > 3 for j in range(i, i + n_lines)):
+                all(_is_code(lines[j]) for j in range(i, i + n_lines)):
             starts.append(i)
         total += len(ln)
     k = rng.choice(starts)
@@ -150,6 +154,17 @@ def build_replay(path: Path, language: str, n_lines: int, cps: float, rng: rando
     return replay
 
 
+_STRING = re.compile(r"\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'")
+_COMMENT = re.compile(r"(#|//).*$")
+
+
+def _is_code(line: str) -> bool:
+    """A line someone writes, not an entry of a data table: a word of 3+ letters outside strings and
+    comments, and more than a brace."""
+    bare = _COMMENT.sub("", _STRING.sub("", line)).strip()
+    return len(bare) > 3 and re.search(r"[A-Za-z_]{3,}", bare) is not None
+
+
 def _interval(ch: str, cps: float, rng: random.Random) -> float:
     """Seconds before typing ``ch``: log-normal key intervals (as measured typing is) plus short pauses
     after words, scaled so that the mean speed is ``cps`` characters per second."""
@@ -175,6 +190,7 @@ class Outcome:
     shown: bool
     latency_ms: float | None
     predicted: int
+    ran_model: bool = True  # False: answered faster than the debounce (typed-ahead reuse)
 
 
 class LspUser:
@@ -267,8 +283,8 @@ async def _outcome(task: asyncio.Task[Any], sent: float, deadline: float, deboun
     # An answer faster than the debounce was served without it (typed-ahead reuse): count it whole.
     latency = (raw - debounce_s if raw > debounce_s else raw) * 1e3
     if not text:
-        return Outcome(False, latency, 0)
-    return Outcome(True, latency, common_prefix(text, truth))
+        return Outcome(False, latency, 0, raw > debounce_s)
+    return Outcome(True, latency, common_prefix(text, truth), raw > debounce_s)
 
 
 class AnchorUser:
@@ -280,11 +296,13 @@ class AnchorUser:
         self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
         self.tok, self.context, self.max_tokens, self.debounce_s = tokenizer, context, max_tokens, debounce_s
 
-    async def _complete(self, prefix: str, line_tail: str) -> str:
+    async def _complete(self, prefix: str, line_tail: str, language: str) -> str:
         await asyncio.sleep(self.debounce_s)  # the client debounces (llama.vim, llama.vscode do)
-        ids = self.tok(prefix[-self.context * 12:], add_special_tokens=False)["input_ids"][-self.context:]
-        body = {"prompt": self.tok.decode(ids), "max_tokens": self.max_tokens, "temperature": 0.0, "stream": True,
-                "stop": ["\n"] if line_tail.strip() else ["\n\n"]}
+        # The very prompt our server builds (same tokens, same stable start on a grid of lines), so both
+        # sides can reuse their KV cache alike; the same single-line rule.
+        prompt = completion_prompt(self.tok, prefix, line_tail, language, self.context)
+        body = {"prompt": prompt.ids, "max_tokens": self.max_tokens, "temperature": 0.0, "stream": True,
+                "repeat_penalty": 1.0, "stop": ["\n"] if prompt.single_line else ["\n\n"]}
         text = ""
         async with self.http.stream("POST", "/v1/completions", json=body) as resp:
             async for line in resp.aiter_lines():
@@ -297,7 +315,7 @@ class AnchorUser:
         line_starts = _line_offsets(doc)
         offset = line_starts[r.keys[0].line] + r.keys[0].col  # ASCII-safe enough for the chosen files
         if warm:
-            await self._complete(doc[:offset], doc[offset:doc.find("\n", offset)])
+            await self._complete(doc[:offset], doc[offset:doc.find("\n", offset)], r.language)
         outcomes: list[Outcome] = []
         task: asyncio.Task[str] | None = None
         t0 = time.perf_counter()
@@ -309,7 +327,8 @@ class AnchorUser:
             offset += len(k.text)
             end = doc.find("\n", offset)
             sent = time.perf_counter()
-            task = asyncio.ensure_future(self._complete(doc[:offset], doc[offset:end if end >= 0 else None]))
+            task = asyncio.ensure_future(self._complete(doc[:offset], doc[offset:end if end >= 0 else None],
+                                                        r.language))
             task.add_done_callback(_quiet)
             deadline = t0 + r.keys[i + 1].at if i + 1 < len(r.keys) else sent + 30
             outcomes.append(await _outcome(task, sent, deadline, self.debounce_s, k.truth))
@@ -344,7 +363,14 @@ def summarize(outcomes: list[Outcome]) -> dict[str, float]:
     def q(f: float) -> float:
         return lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")
 
-    return {"keys": len(outcomes), "p50": q(0.5), "p90": q(0.9),
+    # Answers that ran the model (slower than the debounce it waited), apart from typed-ahead reuse.
+    run = sorted(o.latency_ms for o in outcomes if o.shown and o.latency_ms is not None and o.ran_model)
+
+    def r(f: float) -> float:
+        return run[min(len(run) - 1, int(f * len(run)))] if run else float("nan")
+
+    return {"keys": len(outcomes), "p50": q(0.5), "p90": q(0.9), "run_p50": r(0.5), "run_p90": r(0.9),
+            "runs": len(run),
             "shown": sum(o.shown for o in outcomes) / max(1, len(outcomes)),
             "chars_per_key": sum(o.predicted for o in outcomes) / max(1, len(outcomes))}
 
@@ -396,13 +422,14 @@ async def run_anchor(replays: list[Replay], args: argparse.Namespace) -> list[Ou
 
 
 def table(rows: dict[str, dict[str, float]], anchor: str | None) -> str:
-    head = "| configuration | keys | p50 ms | p90 ms | shown | predicted chars / key |"
+    head = ("| configuration | keys | p50 ms | p90 ms | shown | predicted chars / key "
+            "| model runs shown | their p50 / p90 ms |")
     if anchor:
         head += " p50 ÷ anchor | p90 ÷ anchor |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in rows.items():
         line = (f"| {name} | {s['keys']} | {s['p50']:.0f} | {s['p90']:.0f} | {s['shown']:.0%} | "
-                f"{s['chars_per_key']:.2f} |")
+                f"{s['chars_per_key']:.2f} | {s['runs']} | {s['run_p50']:.0f} / {s['run_p90']:.0f} |")
         if anchor:
             a = rows[anchor]
             line += f" {s['p50'] / a['p50']:.2f} | {s['p90'] / a['p90']:.2f} |"
