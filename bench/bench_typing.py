@@ -24,7 +24,7 @@ Configurations, all in the same run and over the same replay:
 - each of them once per ``--backends`` value (the server's ``backend`` setting: auto, torch, llamacpp);
 - ``anchor`` (``--anchor``): llama-cpp-python's OpenAI-compatible server on the same GGUF, which keeps its
   KV cache and reuses the longest common prefix of consecutive prompts; the client debounces as our
-  server does, sends the token ids of the very prompt our server builds (``completion_prompt``: the same
+  server does, sends the text of the very prompt our server builds (``completion_prompt``: the same
   budget and the same stable start, so both sides can reuse their caches alike), stops at the line end
   when code follows the cursor on its line, and cancels superseded requests by closing the stream.
 
@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 from lsprotocol import types  # noqa: E402
+from pygls.exceptions import JsonRpcRequestCancelled  # noqa: E402
 from pytest_lsp.client import make_test_lsp_client  # noqa: E402
 
 from mole_lsp.engine.prompts import completion_prompt  # noqa: E402
@@ -277,7 +278,9 @@ async def _outcome(task: asyncio.Task[Any], sent: float, deadline: float, deboun
         text = await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.perf_counter()))
     except TimeoutError:
         return Outcome(False, None, 0)
-    except Exception:  # cancelled by the server: superseded
+    except Exception as e:  # cancelled by the server (superseded); anything else is said
+        if not isinstance(e, (asyncio.CancelledError, JsonRpcRequestCancelled)):
+            print(f"request failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
         return Outcome(False, None, 0)
     raw = time.perf_counter() - sent
     # An answer faster than the debounce was served without it (typed-ahead reuse): count it whole.
@@ -301,10 +304,12 @@ class AnchorUser:
         # The very prompt our server builds (same tokens, same stable start on a grid of lines), so both
         # sides can reuse their KV cache alike; the same single-line rule.
         prompt = completion_prompt(self.tok, prefix, line_tail, language, self.context)
-        body = {"prompt": prompt.ids, "max_tokens": self.max_tokens, "temperature": 0.0, "stream": True,
+        text = self.tok.decode(prompt.ids, skip_special_tokens=True)  # its server takes text, not ids
+        body = {"prompt": text, "max_tokens": self.max_tokens, "temperature": 0.0, "stream": True,
                 "repeat_penalty": 1.0, "stop": ["\n"] if prompt.single_line else ["\n\n"]}
         text = ""
         async with self.http.stream("POST", "/v1/completions", json=body) as resp:
+            resp.raise_for_status()
             async for line in resp.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":
                     text += json.loads(line[6:])["choices"][0]["text"]
