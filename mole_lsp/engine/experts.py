@@ -10,6 +10,8 @@ Not thread-safe: the :class:`~mole_lsp.engine.engine.Engine` serialises calls.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
 from collections import OrderedDict
@@ -214,18 +216,25 @@ class ExpertManager:
             return ROUTE_NL
         return self.mole.expert_for(label) or ROUTE_SHARED
 
+    @functools.cached_property
+    def _cache_kw(self) -> str:
+        """The model's name for the KV cache argument: ``cache`` from transformers 5.24 (which warns on
+        ``past_key_values``, to be removed in 5.40), ``past_key_values`` before."""
+        params = inspect.signature(self.model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     def forward(self, ids: list[int], labels: Sequence[str], past: Any) -> tuple[torch.Tensor, Any]:
         """One forward pass over ``ids``, each position routed by its label (the decoder's ``Forward``)."""
         input_ids = torch.tensor([ids], device=next(self.model.parameters()).device)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": True}
         if past is not None:
-            kwargs["past_key_values"] = past
+            kwargs[self._cache_kw] = past
         if self.mole is not None:
             route = self.mole.route_ids(labels, device=input_ids.device).view(input_ids.shape)
             out = self.mole(route_ids=route, **kwargs)
         else:
             out = self.model(**kwargs)
-        return out.logits[0, -1].float(), out.past_key_values
+        return out.logits[0, -1].float(), getattr(out, self._cache_kw)
 
 
 def _folder_stamp(root: os.PathLike[str] | str | None) -> object:

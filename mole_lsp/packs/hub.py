@@ -209,7 +209,7 @@ class PackHub:
         """Stay offline for :attr:`unreachable_for` seconds after the connection failure ``exc``."""
         self._down_until = time.monotonic() + self.unreachable_for
         self._down_reason = f"cannot reach {self.endpoint or 'the Hub'}: {short_error(exc)}"
-        log.warning("pack store %s: %s", self.repo_id, self._down_reason)
+        log.info("pack store %s: %s", self.repo_id, self._down_reason)  # the status and the engine's note tell the user
         self._changed()
 
     def mark_reachable(self) -> None:
