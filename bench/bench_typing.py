@@ -59,9 +59,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+from bench_server import Bench  # noqa: E402
 from lsprotocol import types  # noqa: E402
 from pygls.exceptions import JsonRpcRequestCancelled  # noqa: E402
-from pytest_lsp.client import make_test_lsp_client  # noqa: E402
 
 from mole_lsp.engine.prompts import completion_prompt  # noqa: E402
 
@@ -194,33 +194,13 @@ class Outcome:
     ran_model: bool = True  # False: answered faster than the debounce (typed-ahead reuse)
 
 
-class LspUser:
-    """Types into the real mole-lsp server subprocess as VS Code does."""
+class LspUser(Bench):
+    """Types into the real mole-lsp server subprocess as VS Code does (started and stopped by
+    bench_server's client, which registers the same notifications)."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], options: dict[str, Any], docs: Path) -> None:
-        self.cmd, self.env, self.options, self.docs = cmd, env, options, docs
-        self.client = make_test_lsp_client()
+        super().__init__(cmd, env, options, docs)
         self.debounce_s = options.get("debounceMs", 150) / 1000
-        self.traces: list[dict[str, Any]] = []
-
-        @self.client.feature("mole/status")
-        def on_status(params: Any) -> None:
-            pass
-
-        @self.client.feature("mole/trace")
-        def on_trace(params: Any) -> None:
-            self.traces.append(params)
-
-    async def start(self) -> None:
-        await self.client.start_io(*self.cmd, env=self.env)
-        caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-            inline_completion=types.InlineCompletionClientCapabilities()))
-        await self.client.initialize_session(types.InitializeParams(capabilities=caps,
-                                                                    initialization_options=self.options))
-
-    @property
-    def pid(self) -> int:
-        return self.client._server.pid  # type: ignore[union-attr]
 
     async def replay(self, r: Replay, warm: bool = True) -> list[Outcome]:
         uri = (self.docs / f"{r.language}-{abs(hash(r.name))}{r.suffix}").as_uri()
@@ -265,10 +245,6 @@ class LspUser:
                                                             msg_id=msg_id)
         items = getattr(res, "items", None) or []
         return items[0].insert_text if items else ""
-
-    async def stop(self) -> None:
-        await self.client.shutdown_session()
-        await self.client.stop()
 
 
 async def _outcome(task: asyncio.Task[Any], sent: float, deadline: float, debounce_s: float,
