@@ -11,7 +11,8 @@ A run: :mod:`training.config` (settings) -> :mod:`training.dist` (processes, dev
 
 - mole / alllang / full: one run into ``OUT``; perlang: one run per language into ``OUT/perlang/<lang>``,
   each from the untouched base with its share of ``max_steps``; ``--add-language L --core PACKS``: only a
-  new expert for L against a frozen core, exported as ``OUT/packs/experts/L``.
+  new expert for L against a frozen core, exported as ``OUT/packs/experts/L`` next to a copy of that core and
+  its other experts, so ``OUT/packs`` is a complete pack set (``mole-lsp install-pack --from OUT/packs``).
 - ``--resume`` continues from the newest checkpoint in ``OUT/checkpoints`` with the same losses as an
   uninterrupted run.
 """
@@ -34,7 +35,6 @@ from mole_lsp.packs.format import (
     BaseIdentity,
     core_sha256,
     export_expert,
-    write_index,
 )
 from training import methods
 from training.config import TrainConfig, load_config
@@ -42,7 +42,7 @@ from training.data import DataBundle, build_data
 from training.dist import Dist, seed_everything, setup_dist
 from training.encode import EncodedSet
 from training.loop import Log, RunResult, train_loop
-from training.publish import PACKS_DIR, export_run, provenance, push_to_hub
+from training.publish import PACKS_DIR, add_to_pack_set, export_run, provenance, push_to_hub
 
 PERLANG_DIR = "perlang"
 
@@ -120,7 +120,7 @@ def run(cfg: TrainConfig, log: Log | None = None) -> dict[str, Any]:
         for name, folder in packs.items():
             if (folder / INDEX).exists():
                 push_to_hub(folder, cfg.push_to_hub if len(packs) == 1 else f"{cfg.push_to_hub}-{name}",
-                            cfg.hub_revision, say)
+                            cfg.hub_revision, say, keep_core=bool(cfg.add_language))
     for name, path in packs.items():
         say(f"exported {name}: {path}")
     return {"results": results, "packs": packs, "models": models, "table": data.table, "identity": ident,
@@ -141,7 +141,7 @@ def _add_language(cfg: TrainConfig, model: Any, tok: Any, ident: BaseIdentity, d
         m = prep.mole.core_manifest
         export_expert(prep.mole, lang, dest / EXPERTS_DIR / lang, BaseIdentity.from_dict(m["base"]),  # type: ignore[arg-type]
                       core_sha256(m), provenance(cfg, res, len(data.train), {"added_to_core": core_sha256(m)}))
-        write_index(dest)
+        add_to_pack_set(dest, lang, core, say)
     return res, dest, prep
 
 

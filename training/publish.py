@@ -2,6 +2,8 @@
 
 - Adapter methods: ``OUT/packs`` (core + experts + index.json, :mod:`mole_lsp.packs.format`); alllang: a
   core pack only; perlang: ``OUT/perlang/<lang>/packs`` per language. Full finetune: ``OUT/full-model``.
+- ``--add-language L --core PACKS``: ``OUT/packs`` is the pack set of that core with L added (the core and
+  the experts already made for it are copied unchanged), so ``mole-lsp install-pack --from`` takes it as is.
 - ``--push-to-hub REPO`` uploads a pack folder; index.json is merged with what the repository already
   lists, so a language added later joins the jointly trained ones.
 """
@@ -19,12 +21,17 @@ from mole_lsp.core.model import NL_EXPERT
 from mole_lsp.io import read_json_object
 from mole_lsp.packs.format import (
     ADAPTERS,
+    CORE_DIR,
+    EXPERTS_DIR,
     FORMAT,
     FORMAT_VERSION,
     INDEX,
     BaseIdentity,
     PackError,
+    core_sha256,
     export_packs,
+    verify_pack,
+    write_index,
 )
 from training.config import TrainConfig
 from training.loop import Log, RunResult
@@ -60,6 +67,31 @@ def export_run(prep: Prepared, tok: Any, ident: BaseIdentity, dest: Path, langua
                         provenance=prov)
 
 
+def add_to_pack_set(dest: Path, language: str, core: Path, log: Log = print) -> Path:
+    """Complete the pack repository ``dest`` (holding the new ``language`` expert) with the ``core`` pack
+    folder the expert was trained against and the other experts of that core's repository, each verified
+    against it, so that ``dest`` is a pack set of its own (install-pack --from, push_to_hub)."""
+    sha = core_sha256(verify_pack(core, kind="core"))
+    if (dest / CORE_DIR).exists():
+        shutil.rmtree(dest / CORE_DIR)
+    shutil.copytree(core, dest / CORE_DIR)
+    siblings = core.parent / EXPERTS_DIR
+    for d in sorted(p for p in siblings.iterdir() if p.is_dir()) if siblings.is_dir() else []:
+        target = dest / EXPERTS_DIR / d.name
+        if d.name == language:
+            continue  # the newly trained expert replaces the old one
+        if target.exists():
+            shutil.rmtree(target)  # left by an earlier run into the same folder
+        try:
+            verify_pack(d, kind="expert", core_sha256=sha)
+        except PackError as e:
+            log(f"not copied into {dest}: {e}")
+            continue
+        shutil.copytree(d, target)
+    write_index(dest)
+    return dest
+
+
 def merge_index(remote: dict[str, Any] | None, local: dict[str, Any]) -> dict[str, Any]:
     """What the repository lists after uploading ``local`` on top of ``remote``."""
     merged = dict(remote or {"format": FORMAT, "format_version": FORMAT_VERSION, "core": None, "experts": {}})
@@ -79,8 +111,11 @@ def merge_index(remote: dict[str, Any] | None, local: dict[str, Any]) -> dict[st
     return merged
 
 
-def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = print) -> str:
-    """create_repo + upload_folder of a pack repository folder; index.json merged with the remote one."""
+def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = print, *,
+                keep_core: bool = False) -> str:
+    """create_repo + upload_folder of a pack repository folder; index.json merged with the remote one.
+    ``keep_core`` (an added language): refuse when the repository lists another core, whose experts the
+    upload would drop."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -98,6 +133,10 @@ def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = p
     local = read_json_object(folder / INDEX)
     if local is None:
         raise PackError(f"{folder}: no readable {INDEX} (not a pack repository folder)")
+    old_core, new_core = ((x or {}).get("core") or {} for x in (remote, local))
+    if keep_core and old_core and new_core and old_core["files"][ADAPTERS]["sha256"] != new_core["files"][ADAPTERS]["sha256"]:
+        raise PackError(f"{repo_id}@{revision} lists another core than the one {folder} was trained with: its "
+                        "experts would be dropped (push the core's joint run, or train against the listed core)")
     merged = merge_index(remote, local)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "repo"

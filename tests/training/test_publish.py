@@ -85,7 +85,9 @@ def test_add_language_trains_only_the_new_expert(trained, tmp_path):
     assert all(torch.equal(new.adapter_tensors("core")[k], v) for k, v in core_file.items())
     assert before == {p.relative_to(repo): sha256_file(p) for p in repo.rglob("*.safetensors")}
     out = tmp_path / "add" / "packs"
-    assert sorted(p.name for p in (out / "experts").iterdir()) == ["go"] and not (out / "core").exists()
+    # OUT/packs is the pack set with go added: the same core, the other experts copied unchanged.
+    assert sorted(p.name for p in (out / "experts").iterdir()) == ["go", *JOINT]
+    assert sha256_file(out / "core" / "adapters.safetensors") == sha256_file(repo / "core" / "adapters.safetensors")
     # Combined with the original repository, every language loads and python/rust are unchanged.
     combined = tmp_path / "combined"
     shutil.copytree(repo, combined)
