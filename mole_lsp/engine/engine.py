@@ -222,13 +222,17 @@ class Engine:
     def complete(self, prefix: str, suffix: str, language: str | None, *, max_new_tokens: int = 64,
                  context_tokens: int = 1024, cancel: Cancel = None,
                  temperature: float = 0.0, install: bool | None = None, cache_key: str | None = None,
-                 multi_line_ms: float | None = None) -> GenerationResult:
+                 multi_line_ms: float | None = None, single_line: bool | None = None) -> GenerationResult:
         """Text to insert at the cursor of a source file (FIM when the base has FIM tokens).
 
         Code after the cursor on its line: that line only (``end_of_line``); else a block of lines,
-        cut to whole lines after ``multi_line_ms`` (``time_budget``). ``cache_key``: the document."""
+        cut to whole lines after ``multi_line_ms`` (``time_budget``). ``cache_key``: the document.
+        ``single_line``: True = stop at the end of the cursor's line whatever follows it (greedy: the first
+        line of the block the default rule gives; the line-completion benchmark), None = the rule above."""
         label = language if language in self.registry else UNKNOWN
         prompt = completion_prompt(self.tokenizer, prefix, suffix, label, context_tokens, self.fim)
+        if single_line is not None:
+            prompt.single_line = single_line
         result = self.generate(prompt, mode="completion", language=language if label != UNKNOWN else None,
                                max_new_tokens=max_new_tokens, temperature=temperature, cancel=cancel,
                                install=install, cache_key=cache_key, time_budget_ms=multi_line_ms)
