@@ -10,8 +10,8 @@
 - ``perlang``: one such r64 LoRA per language, each trained on that language's samples only (the
   finetune driver runs them one after another, each from the untouched base).
 - ``full``: every weight of the base is trained (no adapters).
-- add-a-language: a trained core is loaded frozen; one new expert (PiSSA-initialised from the original
-  weight as in joint training) is the only trainable tensor set.
+- add-a-language: a trained core is loaded frozen; one new expert (PiSSA-initialised from the core's
+  residual factors, bit-identical to a joint expert's init, no new SVD) is the only trainable tensor set.
 
 The same init choice applies to the LoRA baselines (PiSSA takes their top-64 components), so methods
 differ only in how the rank is spent.
@@ -84,7 +84,8 @@ def prepare(cfg, model: nn.Module, languages: Sequence[str], registry: Registry 
 
 def prepare_add_language(model: nn.Module, core_dir, language: str, base=None,
                          registry: Registry | None = None) -> Prepared:
-    """Frozen core from ``core_dir`` + one new trainable expert for ``language``."""
+    """Frozen core from ``core_dir`` + one new trainable expert for ``language``, starting from the expert
+    components in the core's residual factors (so every route still equals the base before training)."""
     mole = load_core(model, core_dir, base=base, registry=registry)
     if mole.config.r_expert == 0:
         raise ValueError(f"the core in {core_dir} has r_expert = 0: there is no expert to add")

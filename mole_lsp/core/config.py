@@ -81,6 +81,14 @@ class MoleConfig:
         """Rank a code token sees: shared + its expert (also the number of SVD components removed)."""
         return self.r_shared + self.r_expert
 
+    def expert_components(self, res_rank: int) -> slice | None:
+        """Which rows of the residual factors (``res_A``, ``res_B``) hold the components every expert starts
+        from: [r_shared, r_code) (pissa) or [0, r_expert) (pissa-shared-last); None when the residual is
+        not a PiSSA split of this layout (plain LoRA: rank 0) or experts have rank 0."""
+        if not self.r_expert or self.init == "lora" or res_rank != self.r_code:
+            return None
+        return slice(0, self.r_expert) if self.init == "pissa-shared-last" else slice(self.r_shared, self.r_code)
+
     def scale(self, alpha: float, r: int) -> float:
         if r == 0:
             return 0.0

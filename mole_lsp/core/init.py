@@ -10,7 +10,12 @@ PiSSA (shared-first, the authors' layout), with W = U S Vᴴ in fp32 and R = r_s
   (``res_A``, ``res_B``) so a pack can rebuild W_res from the original checkpoint.
 
 Right after init every labelling gives the base model's output: NL adds back [0, R), a code token adds
-back shared + expert = [0, R). (``unknown`` code adds back only the shared part, by design.)
+back shared + expert = [0, R), and unknown code (untagged, or a language with no expert nor fallback)
+shared + the generic expert, which the layer reads from the residual factors' expert rows
+(:meth:`MoleLinear.generic`). Experts are set from those same rows (:func:`init_expert_from_residual`):
+the joint init and a language added later to a frozen core get bit-identical factors, with no new SVD
+(an SVD of the rebuilt weight may pick other vectors where singular values at r_shared or R are nearly
+equal, which took ``add_language`` off the base by rel 2.7e-5 on SmolLM2).
 """
 
 from __future__ import annotations
@@ -54,17 +59,15 @@ def init_pissa(layer: MoleLinear, seed: int = 0) -> None:
         return
     w = layer.base.weight
     u, s, vh = top_components(w, big_r, cfg.svd, cfg.svd_oversample, cfg.svd_niter, seed)
-    shared_sl, expert_sl = (slice(0, r_s), slice(r_s, big_r))
-    if cfg.init == "pissa-shared-last":
-        shared_sl, expert_sl = (slice(r_e, big_r), slice(0, r_e))
+    shared_sl = slice(r_e, big_r) if cfg.init == "pissa-shared-last" else slice(0, r_s)
     if layer.shared is not None:
         _assign(layer.shared, u[:, shared_sl], s[shared_sl], vh[shared_sl])
-    for pair in layer.experts.values():
-        _assign(pair, u[:, expert_sl], s[expert_sl], vh[expert_sl])
     if layer.nl is not None:
         _assign(layer.nl, u, s, vh)
     layer.res_A = vh.contiguous()
     layer.res_B = (u * s[None, :]).contiguous()
+    for pair in layer.experts.values():
+        init_expert_from_residual(layer, pair)
     apply_residual(layer, w.detach().float())
 
 
@@ -99,25 +102,21 @@ def init_lora_pair(pair: LoraPair, generator: torch.Generator | None = None) -> 
     pair.B.data.zero_()
 
 
-def init_expert_like_pissa(layer: MoleLinear, pair: LoraPair, original: torch.Tensor | None = None) -> None:
-    """Initialise a NEW expert the way joint training did (used when a language is added to a frozen core).
-
-    The expert components are taken from the SVD of the original weight (W_res + res_B @ res_A).
-    """
-    cfg = layer.config
-    with torch.no_grad():
-        w = original if original is not None else original_weight(layer)
-        u, s, vh = top_components(w, cfg.r_code, cfg.svd, cfg.svd_oversample, cfg.svd_niter)
-        sl = slice(0, cfg.r_expert) if cfg.init == "pissa-shared-last" else slice(cfg.r_shared, cfg.r_code)
-        _assign(pair, u[:, sl], s[sl], vh[sl])
-
-
-def original_weight(layer: MoleLinear) -> torch.Tensor:
-    """The base weight before the residual was taken (fp32)."""
-    w = layer.base.weight.detach().float()
-    if layer.res_A.numel():
-        w = torch.addmm(w, layer.res_B.to(w.device), layer.res_A.to(w.device))
-    return w
+@torch.no_grad()
+def init_expert_from_residual(layer: MoleLinear, pair: LoraPair) -> None:
+    """Set an expert to the components every expert starts from, read from the residual factors
+    (``res_B = U S``, ``res_A = Vᴴ``; rows :meth:`MoleConfig.expert_components`), split as :func:`_assign`
+    does. Used by the joint init and when a language is added to a frozen core, so both are identical."""
+    sl = layer.config.expert_components(layer.res_A.shape[0])
+    if sl is None:
+        raise ValueError("the core has no PiSSA residual of this rank layout to start an expert from; "
+                         "add the language with init='lora'")
+    b = layer.res_B[:, sl].float()
+    s = torch.linalg.vector_norm(b, dim=0)  # U's columns have unit norm
+    root = torch.sqrt(s / pair.scale)
+    pair.A.data.copy_((root[:, None] * layer.res_A[sl].float()).to(pair.A.dtype))
+    pair.B.data.copy_((b * (root / s.clamp_min(torch.finfo(s.dtype).tiny))[None, :]).to(pair.B.dtype))
+    layer.clear_cache()
 
 
 def _pairs(layer: MoleLinear) -> list[LoraPair]:

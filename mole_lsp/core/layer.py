@@ -4,8 +4,14 @@ For a token x routed to
 
 - an expert slot ``e``: ``y = W_res x + s_s B_s A_s x + s_e B_e A_e x``
 - NL:                   ``y = W_res x + s_nl B_nl A_nl x``
-- unknown code:         ``y = W_res x + s_s B_s A_s x``
+- unknown code:         ``y = W_res x + s_s B_s A_s x + G x``
 - padding:              ``y = W_res x``
+
+``G`` is the **generic expert** (:meth:`MoleLinear.generic`): the PiSSA components every expert starts
+from, read from the residual factors the core already carries (no tensor of its own in a pack, never
+trained). Untagged code, and code of a language with no expert nor fallback, thus goes through what an
+untrained expert would add: the base model exactly at init, and after training the trained shared adapter
+plus the components the residual took out (what a language added later starts from).
 
 The base linear runs once over all tokens. Tokens are then sorted by adapter group (one permutation per
 forward, see :mod:`mole_lsp.core.routing`) and every group runs one rank-(r_s + r_e) product over its
@@ -19,6 +25,7 @@ How the layer is put into a model lives in :mod:`mole_lsp.core.model`; how its f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +49,15 @@ class LoraPair(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """The pair's weight update ``scale * B @ A``."""
         return self.scale * (self.B @ self.A)
+
+
+@dataclass(frozen=True, eq=False)
+class FrozenPair:
+    """Low-rank factors ``scale * B @ A`` that are not trained (the generic expert): same fields as LoraPair."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    scale: float = 1.0
 
 
 class MoleLinear(nn.Module):
@@ -72,6 +88,7 @@ class MoleLinear(nn.Module):
         self._merged: tuple[int, torch.Tensor] | None = None
         self._merged_buf: torch.Tensor | None = None
         self._cache: dict[int, tuple[tuple[int, ...], torch.Tensor, torch.Tensor]] = {}
+        self._generic: tuple[tuple, FrozenPair | None] | None = None
 
     def _pair(self, r: int, scale: float, device: torch.device) -> LoraPair:
         return LoraPair(self.in_features, self.out_features, r, scale, self.adapter_dtype, device)
@@ -96,17 +113,35 @@ class MoleLinear(nn.Module):
         """Forget the concatenated factors of every route (call after changing an adapter's weights)."""
         self._cache.clear()
 
+    def generic(self) -> FrozenPair | None:
+        """The generic expert of unknown code: rows :meth:`MoleConfig.expert_components` of the residual
+        factors, i.e. the components the residual removed and the experts' init put back. None without a
+        PiSSA residual (plain LoRA init, rank-0 experts): unknown code then takes the shared adapter only,
+        which is already exact at init."""
+        ra, rb = self.res_A, self.res_B
+        # Holding the source tensors keeps their ids from being reused while the entry lives.
+        key = (ra, rb, _version(ra), _version(rb), self.adapter_dtype)
+        hit = self._generic
+        if hit is not None and all(a is b if isinstance(a, torch.Tensor) else a == b for a, b in zip(hit[0], key, strict=True)):
+            return hit[1]
+        sl = self.config.expert_components(ra.shape[0])
+        pair = None if sl is None else FrozenPair(ra[sl].to(self.adapter_dtype), rb[:, sl].to(self.adapter_dtype))
+        self._generic = (key, pair)
+        return pair
+
     # -- factors per route --------------------------------------------------------------------------------
-    def _parts(self, route: int) -> list[LoraPair]:
+    def _parts(self, route: int) -> list[LoraPair | FrozenPair]:
         if route == ROUTE_NL:
             return [self.nl] if self.nl is not None else []
         if route == ROUTE_PAD:
             return []
-        parts = [self.shared] if self.shared is not None else []
-        if route != ROUTE_UNKNOWN:
+        parts: list[LoraPair | FrozenPair] = [self.shared] if self.shared is not None else []
+        if route == ROUTE_UNKNOWN:
+            expert = self.generic()
+        else:
             expert = self.experts[self.slots[route]] if self.slots[route] in self.experts else None
-            if expert is not None:
-                parts.append(expert)
+        if expert is not None:
+            parts.append(expert)
         return parts
 
     def factors(self, route: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -127,7 +162,7 @@ class MoleLinear(nn.Module):
         return a, b
 
     @staticmethod
-    def _concat(parts: Sequence[LoraPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _concat(parts: Sequence[LoraPair | FrozenPair]) -> tuple[torch.Tensor, torch.Tensor]:
         if len(parts) == 1:
             return parts[0].A * parts[0].scale, parts[0].B
         return torch.cat([p.A * p.scale for p in parts]), torch.cat([p.B for p in parts], dim=1)
@@ -197,19 +232,23 @@ class MoleLinear(nn.Module):
         upd = (torch.cat(outs) if len(outs) > 1 else outs[0]).to(y.dtype)
         return y.index_add(0, plan.order, upd).view(*lead, self.out_features)
 
-    def _lora(self, pair: LoraPair | None, x: torch.Tensor) -> torch.Tensor:
+    def _lora(self, pair: LoraPair | FrozenPair | None, x: torch.Tensor) -> torch.Tensor:
         if pair is None:
             return x.new_zeros(x.shape[0], self.out_features)
         return F.linear(F.linear(x, pair.A * pair.scale), pair.B)
 
     def _code_delta(self, x_code: torch.Tensor, groups: Sequence) -> torch.Tensor:
         """Shared adapter over ALL code tokens in one product (they are contiguous after sorting), plus
-        each expert over its own slice: the small per-group products carry only rank r_expert."""
+        each expert (the generic one for unknown code) over its own slice: those carry only rank r_expert."""
         parts = torch.split(x_code, [g.stop - g.start for g in groups])
         expert_outs = []
         for g, xg in zip(groups, parts, strict=True):
-            lang = self.slots[g.route] if g.route >= 0 else None
-            expert_outs.append(self._lora(self.experts[lang] if lang in self.experts else None, xg))
+            if g.route == ROUTE_UNKNOWN:
+                pair = self.generic()
+            else:
+                lang = self.slots[g.route]
+                pair = self.experts[lang] if lang in self.experts else None
+            expert_outs.append(self._lora(pair, xg))
         experts = torch.cat(expert_outs) if len(expert_outs) > 1 else expert_outs[0]
         return experts if self.shared is None else self._lora(self.shared, x_code) + experts
 

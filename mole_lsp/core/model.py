@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mole_lsp.core.config import MoleConfig
-from mole_lsp.core.init import init_expert_like_pissa, init_lora, init_lora_pair, init_pissa
+from mole_lsp.core.init import init_expert_from_residual, init_lora, init_lora_pair, init_pissa
 from mole_lsp.core.layer import MoleLinear
 from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN, RoutingState
 from mole_lsp.lang.fence import NL, UNKNOWN
@@ -68,8 +68,9 @@ class MoleModel(nn.Module):
         return [s for s in self.slots if s != NL_EXPERT]
 
     def add_language(self, lang: str, init: str | None = None, generator: torch.Generator | None = None) -> None:
-        """Give ``lang`` an expert slot. init: "pissa" (the expert components of the original weight),
-        "lora" (random A, zero B) or None (zeros, to be filled from a pack)."""
+        """Give ``lang`` an expert slot. init: "pissa" (the expert components of the core's residual factors,
+        exactly what the joint init gave every expert), "lora" (random A, zero B) or None (zeros, to be
+        filled from a pack)."""
         if lang != NL_EXPERT and lang not in self.registry:
             raise KeyError(f"unknown language {lang!r}; known: {', '.join(self.registry.ids)}")
         if lang in self.slots:
@@ -82,7 +83,7 @@ class MoleModel(nn.Module):
             if init == "lora":
                 init_lora_pair(pair, generator)
             else:
-                init_expert_like_pissa(layer, pair)
+                init_expert_from_residual(layer, pair)
 
     def remove_language(self, lang: str) -> None:
         """Drop ``lang``'s expert from every layer; the remaining slots keep their order."""
@@ -109,7 +110,7 @@ class MoleModel(nn.Module):
         return ROUTE_UNKNOWN
 
     def expert_for(self, label: str) -> str | None:
-        """Which expert a label would use (None = shared only / NL)."""
+        """Which expert a label would use (None = NL, or unknown code: shared + the generic expert)."""
         r = self.route_for(label)
         return self.slots[r] if r >= 0 else None
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from mole_lsp.core.layer import LoraPair, MoleLinear
-from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD
+from mole_lsp.core.layer import FrozenPair, LoraPair, MoleLinear
+from mole_lsp.core.routing import ROUTE_NL, ROUTE_PAD, ROUTE_UNKNOWN
 
 
-def _lora(pair: LoraPair, x: torch.Tensor, dropout: torch.nn.Module) -> torch.Tensor:
+def _lora(pair: LoraPair | FrozenPair, x: torch.Tensor, dropout: torch.nn.Module) -> torch.Tensor:
     return pair.scale * F.linear(F.linear(dropout(x.to(pair.A.dtype)), pair.A), pair.B)
 
 
@@ -34,6 +34,9 @@ def reference_forward(layer: MoleLinear, x: torch.Tensor, route_ids: torch.Tenso
     for slot, lang in enumerate(layer.slots):
         if lang in layer.experts:
             delta = delta + (r == slot).to(delta.dtype) * _lora(layer.experts[lang], x2, layer.dropout)
+    generic = layer.generic()
+    if generic is not None:
+        delta = delta + (r == ROUTE_UNKNOWN).to(delta.dtype) * _lora(generic, x2, layer.dropout)
     return (y + delta.to(y.dtype)).view(*lead, layer.out_features)
 
 

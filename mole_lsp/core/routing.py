@@ -3,7 +3,7 @@
 A route id is an integer per token:
 
 - ``ROUTE_PAD``     (-3): padding, base weights only (its output is never read);
-- ``ROUTE_UNKNOWN`` (-2): code of an unknown language, shared adapter only;
+- ``ROUTE_UNKNOWN`` (-2): code of an unknown language: shared adapter + the frozen generic expert;
 - ``ROUTE_NL``      (-1): natural language, NL adapter;
 - ``i >= 0``          : code of the language in expert slot ``i``: shared + expert ``i``.
 

@@ -5,7 +5,9 @@ For a code token of language L a wrapped linear computes ``W_res x + s_s B_s A_s
 
     A = [res_A; s_s A_s; s_e A_L]     B = [-res_B, B_s, B_L]     (rank r_res + r_s + r_e)
 
-and the NL route ``A = [res_A; s_nl A_nl]``, ``B = [-res_B, B_nl]`` (rank r_res + r_nl). Scales are folded
+and the NL route ``A = [res_A; s_nl A_nl]``, ``B = [-res_B, B_nl]`` (rank r_res + r_nl); code of a language
+without an expert adds the generic expert (the residual's expert rows, see ``mole_lsp.core.layer``) in place
+of ``expert_L``. Scales are folded
 into A, so the LoRA is applied with scaling 1. Every module of one route gets the same rank (a module
 whose residual rank is smaller is padded with zero rows, which add nothing): PEFT and llama.cpp then need
 a single ``r`` and ``alpha = r``.
@@ -24,10 +26,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from mole_lsp.core.config import MoleConfig
 from mole_lsp.packs.format import ADAPTERS, PackError, core_sha256, verify_pack
 
 NL_ROUTE = "nl"  # the natural-language route's name (an export folder)
-SHARED_ROUTE = "code"  # code of a language without an expert: residual + shared adapter only
+SHARED_ROUTE = "code"  # code of a language without an expert: residual + shared adapter + generic expert
 NL_EXPERT = "nl"  # the NL expert's pack name when nl_mode == "expert"
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A [r, in], B [out, r])
@@ -73,7 +76,7 @@ def _route(modules: list[str], parts_of) -> Factors | None:
 
 def route_factors(core_dir: Path, experts: Mapping[str, Path]) -> RouteSet:
     """The routes of a core pack and expert packs (language -> folder): one per language, NL, and the
-    shared-only code route. Packs are verified (hashes, kinds, core match) first."""
+    code route of languages without an expert. Packs are verified (hashes, kinds, core match) first."""
     core = verify_pack(core_dir, kind="core")
     layout = core["layout"]
     out = RouteSet(base=dict(core["base"]), layout=dict(layout))
@@ -91,6 +94,12 @@ def route_factors(core_dir: Path, experts: Mapping[str, Path]) -> RouteSet:
 
     def shared(m: str):
         return pair(ct, f"{m}.shared", s_s)
+
+    config = MoleConfig.from_dict({**core["mole_config"], "languages": ()})
+
+    def generic(m: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        sl = config.expert_components(ct[f"{m}.res_A"].shape[0])
+        return [] if sl is None else [(ct[f"{m}.res_A"][sl], ct[f"{m}.res_B"][:, sl])]
 
     expert_tensors: dict[str, dict[str, torch.Tensor]] = {}
     for lang, d in experts.items():
@@ -127,7 +136,8 @@ def route_factors(core_dir: Path, experts: Mapping[str, Path]) -> RouteSet:
         )
     add(
         SHARED_ROUTE,
-        lambda m: residual(m) + shared(m),
-        "code of a language with no expert of its own: W_res + the shared adapter",
+        lambda m: residual(m) + shared(m) + generic(m),
+        "code of a language with no expert of its own: W_res + the shared adapter + the generic expert "
+        "(the expert components of the core's residual, what every expert started from)",
     )
     return out

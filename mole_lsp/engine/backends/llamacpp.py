@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mole_lsp.engine.backends.base import Backend
-from mole_lsp.engine.backends.lora_files import RESIDUAL, adapter_file, route_factors
+from mole_lsp.engine.backends.lora_files import GENERIC, RESIDUAL, adapter_file, route_factors
 from mole_lsp.engine.experts import ROUTE_BASE, ROUTE_NL, ROUTE_SHARED, ExpertManager
 
 N_BATCH = 512
@@ -98,6 +98,8 @@ class LlamaCppBackend(Backend):
                 names.append("shared")
             elif pair is layer.nl:
                 names.append("nl")
+            elif pair is layer.generic():
+                names.append(GENERIC)
             else:
                 names.append(next(lang for lang, p in layer.experts.items() if p is pair))
         return names

@@ -26,16 +26,22 @@ import torch
 from mole_lsp.io import atomic_write_json, read_json_object, sha256_file
 
 RESIDUAL = "res"  # the low-rank components the core removed from W (applied with scale -1)
+GENERIC = "generic"  # the generic expert of code without an expert (rows of the residual, see core/layer.py)
 FORMAT = 1  # bump when the written files change for the same factors
 
 
 def part_factors(mole: Any, part: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{module: (A [r, in], B [out, r])}`` of one part: ``res``, ``shared``, ``nl`` or an expert's
-    language, with the part's scale folded into A. Empty when the part has no factors (rank 0)."""
+    """``{module: (A [r, in], B [out, r])}`` of one part: ``res``, ``generic``, ``shared``, ``nl`` or an
+    expert's language, with the part's scale folded into A. Empty when the part has no factors (rank 0)."""
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, layer in mole.layers.items():
         if part == RESIDUAL:
             a, b = layer.res_A, layer.res_B
+        elif part == GENERIC:
+            pair = layer.generic()
+            if pair is None:
+                continue
+            a, b = pair.A * pair.scale, pair.B
         else:
             pair = getattr(layer, part, None) if part in ("shared", "nl") else layer.experts[part] \
                 if part in layer.experts else None
