@@ -5,7 +5,9 @@ The loop sees the model only through a :data:`Forward` callable (token ids, the 
 the cache -> logits of the last position and the new cache); the engine's adapter manager supplies it.
 Stop rules, in the order they are checked: cancellation, an end-of-sequence token, a stop string, the
 end of the cursor's line (``end_of_line``: a completion with code after the cursor on its line,
-``Prompt.single_line``, without the line's existing rest when the model wrote it again), the completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`, the
+``Prompt.single_line``, without the line's existing rest when the model wrote it again), the completion rules of :func:`~mole_lsp.engine.prompts.completion_stop`,
+degenerate repetition in every mode (``repetition``: the output ends in a loop, see
+:mod:`~mole_lsp.engine.repetition`; the text before the loop and one copy of its unit are kept), the
 time budget of a multi-line completion (``time_budget``: once a line is complete and ``time_budget_ms``
 has passed since the first token, the complete lines are kept, like llama.cpp's ``t_max_predict_ms``),
 the token budget.
@@ -30,6 +32,8 @@ import torch
 
 from mole_lsp.engine.kvcache import KVStore
 from mole_lsp.engine.prompts import Prompt, completion_stop
+from mole_lsp.engine.repetition import DEFAULT_RULE, RepetitionDetector, RepetitionRule
+from mole_lsp.engine.repetition import STOP_REASON as REPETITION
 from mole_lsp.lang.detok import IncrementalDecoder
 from mole_lsp.lang.fence import FenceParser
 from mole_lsp.lang.registry import Registry
@@ -75,7 +79,8 @@ class GenerationResult:
     expert: str | None  # expert pack used for ``language`` (may be a fallback); None = shared/base only
     routes: list[str]  # per generated token: the adapter its position took (language id, shared, nl, base)
     labels: list[str]  # per generated token: the fence-parser label
-    # eos, max_tokens, stop, end_of_line, blank_line, end_of_block, suffix, time_budget, cancelled, empty
+    # eos, max_tokens, stop, end_of_line, blank_line, end_of_block, suffix, repetition, time_budget, cancelled,
+    # empty
     stop_reason: str
     prompt_tokens: int
     new_tokens: int
@@ -164,13 +169,15 @@ class Decoder:
     def run(self, prompt: Prompt, mode: str, out_label: str | None, max_new_tokens: int, stop: list[str],
             temperature: float, cancel: Cancel, seed: int | None,
             route_as: Callable[[str], str] | None = None, *, kv: KVStore | None = None, kv_key: str = "",
-            kv_stamp: Hashable = None, time_budget_ms: float | None = None) -> GenerationResult:
+            kv_stamp: Hashable = None, time_budget_ms: float | None = None,
+            repetition: RepetitionRule | None = DEFAULT_RULE) -> GenerationResult:
         """Decode up to ``max_new_tokens`` after ``prompt``. New tokens are labelled by the fence parser
         (``mode == "automated"``) or take ``out_label``; every position is routed as ``route_as(label)``.
         Greedy unless ``temperature`` > 0 (then ``seed`` makes sampling repeatable).
 
         ``kv``: reuse and keep KV caches under ``kv_key``, valid while ``kv_stamp`` (the weights behind
-        every route) is unchanged. ``time_budget_ms``: a multi-line completion's time budget."""
+        every route) is unchanged. ``time_budget_ms``: a multi-line completion's time budget. ``repetition``:
+        when the output is a loop (None: never stop for repetition)."""
         # Automated mode: the parser starts in the state the prompt leaves it (e.g. inside a fence).
         parser = _parser_after(self.tokenizer, prompt, self.registry) if mode == "automated" else None
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None and temperature > 0 else None
@@ -179,6 +186,8 @@ class Decoder:
         labels: list[str] = []
         ids_out: list[int] = []
         text = ""
+        ends: list[int] = []  # len(text) after each generated token, where a loop's cut falls
+        repeats = RepetitionDetector(repetition) if repetition is not None else None
         reason = "max_tokens"
         names: dict[str, str] = {}
         route_as = route_as or _identity
@@ -212,6 +221,7 @@ class Decoder:
             ids_out.append(next_id)
             piece = decoder.push(next_id)
             text += piece
+            ends.append(len(text))
             label = parser.feed(piece) if parser is not None else out_label  # type: ignore[assignment]
             labels.append(label)
             routes.append(self._name(route_as(label), names))
@@ -227,6 +237,10 @@ class Decoder:
                 if cut is not None:
                     final_text, reason = cut
                     break
+            loop = repeats.push(next_id) if repeats is not None else None
+            if loop is not None:
+                final_text, reason = loop.keep(text, ends), REPETITION
+                break
             # The time budget counts from the first token and ends only a completion with a whole line.
             if budget_s is not None and "\n" in text and time.perf_counter() - t_prefill > budget_s:
                 final_text, reason = text[: text.rfind("\n")], "time_budget"
