@@ -6,6 +6,10 @@ regex sent the first two to C and dropped the last kind). A sample's *main langu
 the most characters inside its code blocks; samples are kept when that language is one of the configured
 ones and at least ``min_code_fraction`` of all characters are inside code blocks. Everything else is
 counted as a bad row by reason and skipped, never fatal.
+
+Rows of ``kind: completion`` (raw source windows, ``code`` + ``language``; :mod:`training.corpus`) are not
+chat samples: their language is the row's (resolved by the registry), the ⅓ rule does not apply (every
+character is code), and they are encoded with the engine's completion prompt (:mod:`training.encode`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,34 @@ class Sample:
     split: str | None = None  # from the row ("train"/"val"), None = to be drawn
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def is_completion(self) -> bool:
+        """A raw source window for the completion objective (``answer`` holds the code)."""
+        return self.meta.get("kind") == COMPLETION
+
+
+COMPLETION = "completion"  # the row kind of raw source windows
+
+
+def _completion_row(row: dict[str, Any], wanted: set[str], registry: Registry, bad: BadRows,
+                    use_row_split: bool) -> Sample | None:
+    code, lang = row.get("code"), row.get("language")
+    if not isinstance(code, str) or not code.strip():
+        bad["no_text"] += 1
+        return None
+    main = registry.resolve(lang) if isinstance(lang, str) else None
+    if main is None:
+        bad["unknown_language"] += 1
+        return None
+    if main not in wanted:
+        bad["other_language"] += 1
+        return None
+    split = row.get("split") if use_row_split else None
+    if split is not None:
+        split = "val" if str(split).lower() in VAL_SPLITS else "train"
+    meta = {k: row[k] for k in ("kind", "source", "line") if k in row}
+    return Sample("", code, main, split, meta)
+
 
 def select_rows(rows: Iterable[dict[str, Any]], languages: Sequence[str], min_code_fraction: float,
                 registry: Registry, bad: BadRows, use_row_split: bool = True) -> list[Sample]:
@@ -69,6 +101,11 @@ def select_rows(rows: Iterable[dict[str, Any]], languages: Sequence[str], min_co
     wanted = set(languages)
     out: list[Sample] = []
     for row in rows:
+        if row.get("kind") == COMPLETION:
+            sample = _completion_row(row, wanted, registry, bad, use_row_split)
+            if sample is not None:
+                out.append(sample)
+            continue
         q, a = row.get("question"), row.get("answer")
         if not isinstance(q, str) or not isinstance(a, str) or not q.strip() or not a.strip():
             bad["no_text"] += 1
@@ -100,11 +137,14 @@ def select_rows(rows: Iterable[dict[str, Any]], languages: Sequence[str], min_co
 
 
 def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int,
-                  max_train: int | None = None, max_val: int | None = None) -> tuple[list[Sample], list[Sample]]:
+                  max_train: int | None = None, max_val: int | None = None,
+                  completion_share: float | None = None) -> tuple[list[Sample], list[Sample]]:
     """Stratified split: per main language a seeded ``val_fraction`` share goes to validation.
 
     Samples that already carry a split (from the row) keep it. Caps per language are applied after the
-    split by a seeded draw, so a capped run is a subset of the full one.
+    split by a seeded draw, so a capped run is a subset of the full one. ``completion_share``: the share
+    of completion windows among each language's samples on both sides (None: as the data has them), met
+    by drawing fewer of the more plentiful kind.
     """
     by_lang: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
@@ -124,9 +164,29 @@ def split_samples(samples: Sequence[Sample], val_fraction: float, seed: int,
             n_val = 1  # every language gets a validation sample when it can spare one
         v = fixed_val + [free[i] for i in sorted(order[:n_val])]
         t = fixed_train + [free[i] for i in sorted(order[n_val:])]
-        train += _cap(t, max_train, rng)
-        val += _cap(v, max_val, rng)
+        train += _mix(t, max_train, completion_share, rng)
+        val += _mix(v, max_val, completion_share, rng)
     return train, val
+
+
+def _mix(items: list[Sample], cap: int | None, share: float | None, rng: random.Random) -> list[Sample]:
+    """At most ``cap`` items, of which ``share`` are completion windows (as near as the data allows)."""
+    if share is None:
+        return _cap(items, cap, rng)
+    comp = [s for s in items if s.is_completion]
+    chat = [s for s in items if not s.is_completion]
+    n = len(items) if cap is None else min(cap, len(items))
+    # The largest total that keeps the share with what there is of each kind.
+    if share >= 1:
+        n_comp, n_chat = min(n, len(comp)), 0
+    elif share <= 0:
+        n_comp, n_chat = 0, min(n, len(chat))
+    else:
+        n = min(n, int(len(comp) / share) if share else n, int(len(chat) / (1 - share)))
+        n_comp = round(n * share)
+        n_chat = min(len(chat), n - n_comp)
+    kept = set(map(id, _cap(comp, n_comp, rng))) | set(map(id, _cap(chat, n_chat, rng)))
+    return [s for s in items if id(s) in kept]
 
 
 def _cap(items: list[Sample], n: int | None, rng: random.Random) -> list[Sample]:

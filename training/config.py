@@ -59,6 +59,8 @@ class TrainConfig:
     too_long: str = _f("truncate", "truncate: cut at max_length (the authors' choice); skip: drop the sample.")
     prompt_format: str = _f("auto", "auto: the base's chat template when it has one, else plain; chat | plain.")
     system_prompt: str | None = _f(None, "System message for chat templates (None = the template's default).")
+    completion_share: float | None = _f(None, "Share of raw-source completion windows (the editor's task) per language; None: as the data has them; 0: chat only.")
+    fim_rate: float = _f(0.5, "Share of completion windows trained as fill-in-the-middle (bases with FIM tokens only).")
 
     # -- method ------------------------------------------------------------------------------------------
     method: Method = _f("mole", "mole | alllang (one LoRA r64) | perlang (one LoRA r64 per language) | full.")
@@ -142,6 +144,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
+        if self.completion_share is not None and not 0 <= self.completion_share <= 1:
+            raise ValueError("completion_share must be in [0, 1] (or None)")
+        if not 0 <= self.fim_rate <= 1:
+            raise ValueError("fim_rate must be in [0, 1]")
         if self.add_language and not self.core:
             raise ValueError("--add-language needs --core PACKDIR (the frozen core to train against)")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mole_lsp.lang.registry import Registry, load_registry
 from training.classify import select_rows, split_samples
-from training.encode import EncodedSet, LabelVocab, PromptFormat, encode_samples
+from training.encode import CompletionFormat, EncodedSet, LabelVocab, PromptFormat, encode_samples
 from training.sources import BadRows, iter_rows
 
 PAPER_TABLE_FILE = Path(__file__).resolve().parent / "paper_table_i.toml"
@@ -73,12 +73,13 @@ def build_data(cfg: Any, tokenizer: Any, registry: Registry | None = None, log: 
     rows = iter_rows(cfg.data, bad, cfg.max_rows, cfg.offline)
     samples = select_rows(rows, cfg.languages, cfg.min_code_fraction, registry, bad, cfg.use_row_split)
     train_s, val_s = split_samples(samples, cfg.val_fraction, cfg.split_seed, cfg.max_train_samples,
-                                   cfg.max_val_samples)
+                                   cfg.max_val_samples, cfg.completion_share)
     fmt = PromptFormat(tokenizer, cfg.prompt_format, cfg.system_prompt)
     vocab = LabelVocab()
-    train = encode_samples(train_s, tokenizer, fmt, cfg.max_length, cfg.too_long, registry, bad, vocab)
-    val = encode_samples(val_s, tokenizer, fmt, cfg.max_length, cfg.too_long, registry, bad, vocab)
+    comp = CompletionFormat(tokenizer, cfg.fim_rate, cfg.split_seed)
+    train = encode_samples(train_s, tokenizer, fmt, cfg.max_length, cfg.too_long, registry, bad, vocab, comp=comp)
+    val = encode_samples(val_s, tokenizer, fmt, cfg.max_length, cfg.too_long, registry, bad, vocab, comp=comp)
     train.label_vocab = val.label_vocab = vocab.names
     table = language_table(train, val, cfg.languages, registry)
-    log(f"prompt format: {fmt.mode}\n{table}\n{bad.summary()}")
+    log(f"prompt format: {fmt.mode}; completion windows: {comp.describe()}\n{table}\n{bad.summary()}")
     return DataBundle(train, val, bad, table, fmt)

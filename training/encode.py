@@ -7,17 +7,24 @@ encodes without special tokens). The loss covers the answer tokens only (from th
 reaches into the answer, through the end-of-turn tokens). Per-token labels come from the fence parser
 over the whole formatted text (the same function :func:`mole_lsp.lang.detok.token_labels` uses), so
 question tokens are routed like the answer's.
+
+Completion windows (raw source, :class:`~training.classify.Sample` with ``is_completion``) are rendered by
+:func:`mole_lsp.engine.prompts.completion_sample`, i.e. by the engine's own completion prompt: the raw
+prefix with BOS as the server sends it, every position routed as the file's language, loss on every code
+token; with FIM tokens a ``fim_rate`` share becomes the engine's FIM prompt plus the middle and EOS.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mole_lsp.engine.prompts import chat_layout, chat_sample, chat_text
+from mole_lsp.engine.model_info import fim_tokens_of
+from mole_lsp.engine.prompts import CompletionSample, chat_layout, chat_sample, chat_text, completion_sample
 from mole_lsp.lang.fence import NL, UNKNOWN, label_offsets
 from mole_lsp.lang.registry import Registry
 from training.classify import Sample
@@ -45,6 +52,45 @@ class PromptFormat:
         return chat_sample(self.tokenizer, question, answer, layout=self.mode, system=self.system_prompt)
 
 
+class CompletionFormat:
+    """How completion windows become training samples: the engine's completion prompt, FIM when the
+    base has FIM tokens (a seeded ``fim_rate`` share, holes of one to a few whole or partial lines)."""
+
+    def __init__(self, tokenizer: Any, fim_rate: float = 0.5, seed: int = 0) -> None:
+        self.tokenizer = tokenizer
+        self.fim = fim_tokens_of(tokenizer)
+        self.fim_rate = fim_rate if self.fim is not None else 0.0
+        self.seed = seed
+
+    def describe(self) -> str:
+        return f"FIM {self.fim_rate:.0%} ({self.fim.prefix})" if self.fim else "prefix (the base has no FIM tokens)"
+
+    def render(self, code: str, language: str, budget: int, key: str) -> CompletionSample:
+        rng = random.Random(f"{self.seed}\0{key}")
+        if self.fim is None or rng.random() >= self.fim_rate:
+            return completion_sample(self.tokenizer, code, language, budget)
+        return completion_sample(self.tokenizer, code, language, budget, self.fim, hole=fim_hole(code, rng))
+
+
+def fim_hole(code: str, rng: random.Random, max_lines: int = 4) -> tuple[int, int]:
+    """A seeded middle: from a cursor inside a non-blank line (its start after the indentation, or
+    mid-line) to the end of that line or up to ``max_lines`` lines further, as an editor user asks."""
+    spans, pos = [], 0  # (start, end) of every line, end before its newline
+    for line in code.split("\n"):
+        spans.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    filled = [k for k, (a, e) in enumerate(spans) if code[a:e].strip()]
+    if not filled:
+        return len(code), len(code)
+    k = rng.choice(filled)
+    a, e = spans[k]
+    line = code[a:e]
+    indent = len(line) - len(line.lstrip(" \t"))
+    cursor = a + (indent if rng.random() < 0.5 else rng.randint(indent, max(indent, len(line) - 1)))
+    last = min(len(spans) - 1, k + rng.randint(0, max_lines - 1))
+    return cursor, spans[last][1]
+
+
 @dataclass
 class Example:
     """One tokenized sample. ``labels`` index into the dataset's label vocabulary."""
@@ -53,6 +99,7 @@ class Example:
     labels: torch.Tensor  # int16 [T]
     answer_start: int  # first token of the answer part (loss on targets t >= answer_start)
     language: str
+    kind: str = "chat"  # chat | completion | fim (validation reports each kind apart)
 
     def __len__(self) -> int:
         return int(self.input_ids.numel())
@@ -98,10 +145,23 @@ class LabelVocab:
 
 def encode_samples(samples: Sequence[Sample], tokenizer: Any, fmt: PromptFormat, max_length: int,
                    too_long: str, registry: Registry, bad: BadRows, vocab: LabelVocab | None = None,
-                   chunk: int = 512) -> EncodedSet:
-    """Tokenize (one pass, with offsets), label every token with the fence parser, mark the answer."""
+                   chunk: int = 512, comp: CompletionFormat | None = None) -> EncodedSet:
+    """Tokenize (one pass, with offsets), label every token with the fence parser, mark the answer.
+    Completion windows go through ``comp`` (the engine's completion prompt), in the same order."""
     vocab = vocab or LabelVocab()
     out: list[Example] = []
+    comp = comp or CompletionFormat(tokenizer, 0.0)
+    for s in samples:
+        if s.is_completion:
+            key = f"{s.meta.get('source', '')}\0{s.meta.get('line', '')}\0{s.answer[:64]}"
+            cs = comp.render(s.answer, s.language, max_length, key)
+            if len(cs.ids) - cs.answer_start < 2:
+                bad["empty_answer"] += 1
+                continue
+            out.append(Example(torch.tensor(cs.ids, dtype=torch.int32), torch.tensor(vocab.ids(cs.labels),
+                                                                                     dtype=torch.int16),
+                               cs.answer_start, s.language, cs.kind))
+    samples = [s for s in samples if not s.is_completion]
     for c0 in range(0, len(samples), chunk):
         part = samples[c0:c0 + chunk]
         texts, starts, kept = [], [], []

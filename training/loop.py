@@ -9,7 +9,9 @@
 - Validation is sharded over processes like training; optional gradient checkpointing and
   ``torch.compile`` of the decoder layers.
 - Metrics: ``OUT/metrics.jsonl`` lines ``{"step", "loss", "lr", "tokens_per_s", ...}`` and
-  ``{"step", "val": {language: loss, "all": loss}}``.
+  ``{"step", "val": {language: loss, "all": loss}}``; when the validation set mixes sample kinds, also
+  ``"LANG/KIND"`` and ``"all/KIND"`` (kind: chat, completion, fim) -- the completion kind is the
+  held-out loss of the editor's own prompt.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 @torch.no_grad()
 def evaluate(cfg: TrainConfig, prep: Prepared, val: EncodedSet, languages: Sequence[str], pad_id: int,
              dist: Dist) -> dict[str, float]:
-    """Mean answer-token loss per main language (and 'all'), over the whole validation set."""
+    """Mean answer-token loss per main language (and 'all'), over the whole validation set; per
+    language and kind too when there are several kinds."""
     if not len(val):
         return {}
     was_training = prep.model.training
@@ -65,8 +68,10 @@ def evaluate(cfg: TrainConfig, prep: Prepared, val: EncodedSet, languages: Seque
     bs = cfg.micro_batch
     batches = [order[i:i + bs] for i in range(0, len(order), bs)][dist.rank::dist.world]
     languages = list(languages) + sorted({e.language for e in val.examples} - set(languages))
-    lang_ix = {lang: i for i, lang in enumerate(languages)}
-    sums = torch.zeros(len(languages), 2, dtype=torch.float64)
+    kinds = sorted({e.kind for e in val.examples})
+    groups = languages + ([f"{g}/{k}" for g in [*languages, "all"] for k in kinds] if len(kinds) > 1 else [])
+    lang_ix = {lang: i for i, lang in enumerate(groups)}
+    sums = torch.zeros(len(groups), 2, dtype=torch.float64)
     for b in batches:
         exs = [val.examples[i] for i in b]
         batch = _to(collate(exs, table, pad_id), dist.device)
@@ -75,15 +80,17 @@ def evaluate(cfg: TrainConfig, prep: Prepared, val: EncodedSet, languages: Seque
         per_row = torch.zeros(len(exs), dtype=torch.float64, device=ce.device).index_add_(0, rows, ce.double())
         cnt = torch.bincount(rows, minlength=len(exs))
         for j, e in enumerate(exs):
-            k = lang_ix[e.language]
-            sums[k, 0] += per_row[j].item()
-            sums[k, 1] += cnt[j].item()
+            for key in (e.language, f"{e.language}/{e.kind}", f"all/{e.kind}"):
+                if key in lang_ix:
+                    sums[lang_ix[key], 0] += per_row[j].item()
+                    sums[lang_ix[key], 1] += cnt[j].item()
     if dist.enabled:
         sums = dist.all_reduce(sums.to(dist.device)).cpu()
     prep.model.train(was_training)
-    out = {lang: sums[i, 0].item() / sums[i, 1].item() for i, lang in enumerate(languages) if sums[i, 1] > 0}
-    if sums[:, 1].sum() > 0:
-        out["all"] = sums[:, 0].sum().item() / sums[:, 1].sum().item()
+    out = {g: sums[i, 0].item() / sums[i, 1].item() for i, g in enumerate(groups) if sums[i, 1] > 0}
+    n = len(languages)
+    if sums[:n, 1].sum() > 0:
+        out["all"] = sums[:n, 0].sum().item() / sums[:n, 1].sum().item()
     return out
 
 

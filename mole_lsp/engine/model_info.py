@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mole_lsp.packs.format import BaseIdentity
@@ -38,6 +38,15 @@ FIM_PRESETS = (
     FimTokens("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # qwen2.5-coder
     FimTokens("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # starcoder family
 )
+
+
+def fim_tokens_of(tokenizer: Any) -> FimTokens | None:
+    """The FIM preset whose three tokens a loaded tokenizer knows (training; the engine reads the folder)."""
+    vocab = set(tokenizer.get_vocab())
+    for preset in FIM_PRESETS:
+        if {preset.prefix, preset.suffix, preset.middle} <= vocab:
+            return preset
+    return None
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,43 @@ def completion_prompt(
                   line_prefix=line, heal=heal, single_line=bool(suffix.split("\n", 1)[0].strip()))
 
 
+@dataclass
+class CompletionSample:
+    """A training sample of the completion objective: what the engine would send, plus the answer."""
+
+    ids: list[int]
+    labels: list[str]
+    answer_start: int  # first token the loss covers
+    kind: str  # "completion" (raw prefix) or "fim"
+
+
+def completion_sample(tokenizer: Any, code: str, language: str, budget: int, fim: FimLike | None = None,
+                      hole: tuple[int, int] | None = None, bos: bool = True) -> CompletionSample:
+    """A window of a real source file rendered for training by :func:`completion_prompt` itself.
+
+    Without ``hole``: the prompt of a cursor at the window's end (the raw prefix, BOS as the engine sends
+    it), every position code of ``language``; the loss covers every code token. With ``hole=(a, b)`` and
+    FIM tokens: the engine's FIM prompt for a cursor at ``a`` with ``code[b:]`` after it, followed by the
+    middle ``code[a:b]`` and EOS (the model learns to stop); the loss covers the middle and EOS.
+    The cut to ``budget`` is the engine's own (a prefix keeps its last tokens, from a line start).
+    """
+    if hole is None or fim is None:
+        prompt = completion_prompt(tokenizer, code, "", language, budget, None, bos)
+        lead = len(_bos_ids(tokenizer)) if bos else 0
+        return CompletionSample(prompt.ids, prompt.labels, lead, "completion")
+    a, b = hole
+    middle = _encode(tokenizer, code[a:b])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    tail = middle + ([int(eos)] if eos is not None else [])
+    prompt = completion_prompt(tokenizer, code[:a], code[b:], language, max(1, budget - len(tail)), fim, bos)
+    # completion_prompt leaves an indentation-only line out of the prompt (``heal``): the middle then
+    # starts with that indentation, as the model is asked to write it at serving time.
+    if prompt.heal:
+        tail = _encode(tokenizer, prompt.heal + code[a:b]) + tail[len(middle):]
+    ids = prompt.ids + tail
+    return CompletionSample(ids, [language] * len(ids), len(prompt.ids), "fim")
+
+
 def heal_completion(text: str, prompt: Prompt) -> str:
     """Drop the indentation the prompt left out (``Prompt.heal``) from the start of a completion."""
     if not prompt.heal:

@@ -9,6 +9,11 @@ a directory are read too. Each line of the output is one sample shaped like glai
 ``kind`` (doc2code | code2doc | fim), ``source`` (path relative to its SRC root), ``split``
 (train | heldout, by a hash of that path so that one file never feeds both sides) and ``symbol``.
 
+With ``--windows-per-file N`` (default 2) each file also gives up to N raw windows of whole lines for the
+completion objective: rows ``{"kind": "completion", "code": ..., "line": first line (0-based)}`` with the
+same ``language``/``source``/``split`` fields; training renders them with the engine's own completion
+prompt (:func:`mole_lsp.engine.prompts.completion_sample`).
+
 Runs are deterministic for a given seed: files are visited in a seeded order, each file has its own
 RNG, and duplicates (same normalised code) keep their first occurrence in that order.
 """
@@ -38,7 +43,7 @@ from training.corpus.extract import extract
 from training.corpus.samples import BUILDERS
 from training.corpus.sources import Candidate, SkipFile, iter_candidates, load_text, strip_licence_header
 
-KINDS = ("doc2code", "code2doc", "fim")
+KINDS = ("doc2code", "code2doc", "fim", "completion")
 
 # --- per-language file plan ---------------------------------------------------------------------
 
@@ -78,6 +83,9 @@ class Options:
     seed: int = 42
     heldout_fraction: float = 0.05
     max_samples: int = 0  # 0: no limit
+    windows_per_file: int = 2  # raw windows for the completion objective (0: none)
+    window_chars: int = 2000  # a window: whole lines, at most this many characters (~500-700 tokens)
+    max_windows: int = 0  # 0: no limit
     min_lines: int = 4
     max_lines: int = 60
     max_chars: int = 3000
@@ -143,16 +151,19 @@ def build_corpus(roots: Sequence[Path | str], language: str, out: TextIO, option
         cands.sort(key=lambda c: _file_order_key(opts.seed, c.source))
         stats.files_found = len(cands)
         for cand in cands:
-            if opts.max_samples and total >= opts.max_samples:
+            samples_full = bool(opts.max_samples) and total >= opts.max_samples
+            windows_full = not opts.windows_per_file or (
+                bool(opts.max_windows) and stats.samples["completion"] >= opts.max_windows)
+            if samples_full and windows_full:
                 break
-            total += _mine_file(cand, plan, opts, stats, seen, out, opts.max_samples - total
-                                if opts.max_samples else None)
+            total += _mine_file(cand, plan, opts, stats, seen, out, max(0, opts.max_samples - total)
+                                if opts.max_samples else None, windows_full)
     stats.seconds = time.perf_counter() - started
     return stats
 
 
 def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats, seen: set[str],
-               out: TextIO, room: int | None) -> int:
+               out: TextIO, room: int | None, windows_full: bool = False) -> int:
     try:
         text = load_text(cand)
     except SkipFile as skip:
@@ -176,12 +187,16 @@ def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats,
     stats.documented += sum(fn.doc is not None for fn in result.functions)
 
     rng = random.Random(f"{opts.seed}\0{cand.source}")
+    split = split_of(cand.source, opts.heldout_fraction)
+    if not windows_full:
+        _write_windows(text, cand, plan, opts, stats, seen, out, split, random.Random(f"{opts.seed}\0w\0{cand.source}"))
     functions = [fn for fn in result.functions if _keep(fn, opts, stats)]
     rng.shuffle(functions)
     # Documented functions are the scarce ones: they get a file's capped slots first.
     functions.sort(key=lambda fn: fn.doc is None)
-    split = split_of(cand.source, opts.heldout_fraction)
     cap = opts.max_per_file if room is None else min(opts.max_per_file, room)
+    if cap <= 0:
+        return 0
     written = 0
     for fn in functions:
         if written >= cap:
@@ -204,6 +219,55 @@ def _mine_file(cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats,
         stats.splits[split] += 1
         written += 1
     return written
+
+
+def file_windows(text: str, max_chars: int) -> list[tuple[int, str]]:
+    """Consecutive windows of whole lines, each at most ``max_chars`` long: (first line, text).
+
+    A line longer than ``max_chars`` (minified code, data) ends the window before it and is skipped."""
+    out: list[tuple[int, str]] = []
+    start, chunk, size = 0, [], 0
+    for i, line in enumerate(text.splitlines(keepends=True)):
+        if size + len(line) > max_chars and chunk:
+            out.append((start, "".join(chunk)))
+            chunk, size = [], 0
+        if len(line) > max_chars:
+            start = i + 1
+            continue
+        if not chunk:
+            start = i
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        out.append((start, "".join(chunk)))
+    return out
+
+
+def _write_windows(text: str, cand: Candidate, plan: LanguagePlan, opts: Options, stats: Stats,
+                   seen: set[str], out: TextIO, split: str, rng: random.Random) -> None:
+    """Up to ``windows_per_file`` seeded windows of the file as completion rows (deduplicated like
+    functions; windows of mostly blank lines, licence text or very long lines are left out)."""
+    windows = file_windows(text, opts.window_chars)
+    rng.shuffle(windows)
+    written = 0
+    for line, code in windows:
+        if written >= opts.windows_per_file or (opts.max_windows and stats.samples["completion"] >= opts.max_windows):
+            break
+        lines = [ln for ln in code.split("\n") if ln.strip()]
+        if len(lines) < opts.min_lines or len(code) / len(lines) > 160 or looks_like_licence(code):
+            stats.dropped["window_unfit"] += 1
+            continue
+        key = _normalised_hash(code)
+        if key in seen:
+            stats.dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        record = {"code": code, "language": plan.language, "kind": "completion", "source": cand.source,
+                  "split": split, "line": line}
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stats.samples["completion"] += 1
+        stats.splits[split] += 1
+        written += 1
 
 
 def _keep(fn: Function, opts: Options, stats: Stats) -> bool:
@@ -230,7 +294,7 @@ def _sample(fn: Function, plan: LanguagePlan, opts: Options, rng: random.Random,
     """
     doc_kind = rng.choice(("doc2code", "code2doc"))
     if fn.doc is None:
-        done = sum(stats.samples.values())
+        done = sum(n for k, n in stats.samples.items() if k != "completion")
         if stats.samples["fim"] >= opts.fim_rate * (done + 1):
             return None
         order = ["fim"]
@@ -280,12 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=Options.seed)
     parser.add_argument("--heldout-fraction", type=_fraction, default=Options.heldout_fraction)
     parser.add_argument("--max-samples", type=int, default=0, help="stop after this many samples (0: all)")
+    parser.add_argument("--windows-per-file", type=int, default=Options.windows_per_file,
+                        help="raw source windows per file for the completion objective (0: none)")
+    parser.add_argument("--window-chars", type=int, default=Options.window_chars,
+                        help="characters per window (whole lines)")
+    parser.add_argument("--max-windows", type=int, default=0, help="stop windows after this many (0: all)")
     parser.add_argument("--min-lines", type=int, default=Options.min_lines)
     parser.add_argument("--max-lines", type=int, default=Options.max_lines)
     parser.add_argument("--json-summary", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     opts = Options(max_per_file=args.max_per_file, fim_rate=args.fim_rate, seed=args.seed,
                    heldout_fraction=args.heldout_fraction, max_samples=args.max_samples,
+                   windows_per_file=args.windows_per_file, window_chars=args.window_chars,
+                   max_windows=args.max_windows,
                    min_lines=args.min_lines, max_lines=args.max_lines)
     missing = [str(s) for s in args.src if not s.exists()]
     if missing:

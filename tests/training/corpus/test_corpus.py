@@ -173,6 +173,8 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
 
 
 def run(roots: list[Path], language: str, **kw: object) -> tuple[list[dict], object]:
+    """Chat samples only unless ``windows_per_file`` is given (test_completion_objective covers windows)."""
+    kw.setdefault("windows_per_file", 0)
     out = io.StringIO()
     stats = build_corpus(roots, language, out, Options(**kw))  # type: ignore[arg-type]
     rows = [json.loads(line) for line in out.getvalue().splitlines()]

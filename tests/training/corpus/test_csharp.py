@@ -147,7 +147,7 @@ def test_builder_emits_every_kind_and_splits_by_file(tmp_path: Path) -> None:
 
     def run(**kw: object) -> list[dict]:
         out = io.StringIO()
-        build_corpus([tmp_path], "c#", out, Options(**kw))  # type: ignore[arg-type]
+        build_corpus([tmp_path], "c#", out, Options(windows_per_file=0, **kw))  # type: ignore[arg-type]
         return [json.loads(line) for line in out.getvalue().splitlines()]
 
     rows = run(fim_rate=0.0, seed=3, heldout_fraction=0.4)
