@@ -7,7 +7,7 @@ import json
 
 import hub_server
 import pytest
-from helpers import make_rows, quiet, tiny_base_dir, tiny_train_config, write_jsonl
+from helpers import REPO_ROOT, make_rows, quiet, tiny_base_dir, tiny_train_config, write_jsonl
 
 from mole_lsp.cli import main as mole_lsp
 from mole_lsp.engine.base_model import load_base_model, resolve_base_model
@@ -76,3 +76,28 @@ def test_pushing_an_added_language_never_replaces_another_core(added, local_hub)
     push_to_hub(d / "add" / "packs", repo_id, log=quiet, keep_core=True)
     index = json.loads(local_hub.file_bytes(repo_id, "index.json"))
     assert sorted(index["experts"]) == ["go", *JOINT]
+
+
+GO_SOURCE = "package calc\n\n" + "".join(
+    f"// Add{i} returns the sum of a, b and {i}.\n// It never overflows in tests.\n"
+    f"func Add{i}(a int, b int) int {{\n\ts := a + b\n\ts += {i}\n\treturn s\n}}\n\n" for i in range(12))
+
+
+@pytest.mark.slow
+def test_bench_publish_trains_pushes_installs_and_serves_the_experts(tmp_path, monkeypatch):
+    """bench/bench_publish.py on the tiny model: every step's real command, and completions through the experts."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    import bench_publish
+
+    (tmp_path / "go").mkdir()
+    (tmp_path / "go" / "calc.go").write_text(GO_SOURCE)
+    args = bench_publish.build_parser().parse_args(
+        ["--add-language", "go", "--src", f"go={tmp_path / 'go'}", "--max-samples", "12", "--max-new-tokens", "4",
+         "--threads", "1"])
+    steps = bench_publish.publish_path(args, tmp_path / "work", say=quiet)
+    names = [name for name, _, _ in steps.done]
+    assert names == ["base", "corpus python", "corpus typescript", "train+push", "corpus go", "add-language",
+                     "install --from", "install", "serve"]
+    served = steps.done[-1][2]
+    for lang in ("python", "typescript", "go"):
+        assert f"{lang}: expert {lang}," in served
