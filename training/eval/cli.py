@@ -14,6 +14,8 @@ Command line::
         --base-only --packs mole=DIR --packs alllang=DIR [--tasks synthesis,summarization,translation] \
         [--pairs from:python,to:python] [--mode manual|automated] [--nl-only | --misassign] \
         [--n-samples N --temperature T] [--limit N] --out OUT [--append]
+    python -m training.evaluate --tasks line-completion --sources python=SRC [--sources rust=SRC ...] \
+        --base-only --packs mole=DIR [--positions 200] --out OUT    (see training.eval.line_completion)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool (2-core machines)
 
 from training.eval.executor import Executor
+from training.eval.line_completion import LINE_TASK
+from training.eval.line_completion import add_arguments as add_line_completion_arguments
 from training.eval.problems import HUMANEVALPACK_REPO, Problem, load_problems
 from training.eval.reference import (
     Progress,
@@ -63,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--as-response", choices=["synthesis", "translation", "summary_synthesis"], default=None,
                        help="with --check-reference: feed each reference through that task's answer path")
     tasks.add_argument("--tasks", default=",".join(ALL_TASKS), help="comma list of synthesis, summarization, "
-                       "translation (default: all three)")
+                       f"translation (default: all three); or {LINE_TASK} alone (held-out source files, see below)")
     tasks.add_argument("--pairs", default=None, help="translation pairs: all (default: the 30 ordered pairs of the "
                        "loaded languages), or a comma list of from:L, to:L, A->B")
     tasks.add_argument("--mode", default="manual", help="code answers in manual mode (the target expert; default) "
@@ -87,7 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n-samples", type=int, default=1, help="samples per problem (pass@k for k <= n)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper's pass@1)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--max-new-tokens", type=int, default=None, help=f"default 512; {LINE_TASK}: 48")
     gen.add_argument("--summary-max-new-tokens", type=int, default=None,
                      help="explanations (default: about half the description's character budget, capped by "
                           "--max-new-tokens)")
@@ -104,6 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      "(required for model runs)")
     run.add_argument("--append", action="store_true",
                      help="add to the rows already in --out and report over all of them (several runs, one report)")
+    add_line_completion_arguments(ap)
     return ap
 
 
@@ -155,9 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is None:
         ap.error("--out DIR is required for model runs")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    bad = sorted(set(tasks) - set(ALL_TASKS))
+    bad = sorted(set(tasks) - {*ALL_TASKS, LINE_TASK})
     if bad or not tasks:
-        ap.error(f"--tasks: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(ALL_TASKS)}")
+        ap.error(f"--tasks: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(ALL_TASKS)} or {LINE_TASK}")
+    if LINE_TASK in tasks and len(tasks) > 1:
+        ap.error(f"--tasks {LINE_TASK} runs alone (other data, other output)")
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     if not modes or set(modes) - {"manual", "automated"}:
         ap.error("--mode: manual, automated or both (comma separated)")
@@ -180,6 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(names)) != len(names):
         ap.error(f"setting names must differ: {names}")
 
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    command = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    if tasks == [LINE_TASK]:
+        from training.eval import line_completion
+
+        try:
+            positions = line_completion.positions_from_args(args, log)
+        except ValueError as e:
+            ap.error(str(e))
+        return line_completion.main(args, positions, settings, lambda: BaseLoader(
+            args.base_model, device=args.device, threads=args.threads, log=log), command, log)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 512
     problems = _load(args)
     try:
         pairs = parse_pairs(args.pairs, order_languages(problems)) if "translation" in tasks else None
@@ -190,16 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pairs is not None:
         pairs = [p for p in pairs if p[0] in runnable and p[1] in runnable]
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
     loader = BaseLoader(args.base_model, device=args.device, threads=args.threads, log=log)
     plan = RunPlan(tasks=tasks, pairs=pairs, modes=modes, nl_only=args.nl_only, misassign=args.misassign,
                    n_samples=args.n_samples, example_tests=args.example_tests)
     options = GenOptions(mode=modes[0], max_new_tokens=args.max_new_tokens,
                          summary_max_new_tokens=args.summary_max_new_tokens, temperature=args.temperature,
                          seed=args.seed)
-    command = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     decoding = ("greedy" if args.temperature <= 0 else f"T={args.temperature}, {args.n_samples} samples") \
         + f", max {args.max_new_tokens} new tokens"
     jsonl, report = evaluate_settings(settings, runnable, executor, plan, options, loader, Path(args.out),

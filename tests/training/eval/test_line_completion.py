@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from lsp_fixtures import load_tiny_base, tiny_world  # noqa: F401
 
 
@@ -26,3 +29,117 @@ def test_complete_single_line_stops_at_the_end_of_the_line(tiny_world) -> None: 
             multi += 1
             assert one.stop_reason == "end_of_line" and one.new_tokens < free.new_tokens
     assert multi, "no prefix made the tiny model write several lines: the check proves nothing"
+
+
+# -- positions --------------------------------------------------------------------------------------------
+
+_PY = "\n".join([
+    "import os",
+    "",
+    "def walk(root):",
+    "    for name in os.listdir(root):",
+    "        path = os.path.join(root, name)",
+    "        if os.path.isdir(path):",
+    "            yield from walk(path)",
+    "        else:",
+    "            yield path",
+    "",
+    "x = 1",
+    "def total(xs):",
+    "    return sum(x for x in xs)",
+    "",
+])
+
+
+def _tree(root: Path, n: int = 60) -> Path:
+    """``n`` Python files; the held-out share is decided by the corpus builder's hash of each path."""
+    for i in range(n):
+        (root / f"pkg{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"pkg{i % 3}" / f"mod{i}.py").write_text(f"# module {i}\n" + _PY.replace("walk", f"walk{i}"))
+    (root / "notes.txt").write_text("not code\n" * 10)
+    return root
+
+
+def test_positions_are_seeded_heldout_and_of_both_kinds(tmp_path: Path) -> None:
+    from training.corpus.build import split_of
+    from training.eval.line_completion import MIN_AFTER_CURSOR, sample_language
+
+    root = _tree(tmp_path / "src")
+    ps = sample_language("python", [root], 12, per_file=4, seed=3, heldout_fraction=0.3)
+    assert len(ps) == 12
+    assert ps == sample_language("python", [root], 12, per_file=4, seed=3, heldout_fraction=0.3)  # seeded
+    assert ps != sample_language("python", [root], 12, per_file=4, seed=4, heldout_fraction=0.3)
+    files = {p.file for p in ps}
+    assert len(files) >= 3 and all(split_of(f, 0.3) == "heldout" for f in files)  # never a training file
+    assert all(sum(p.file == f for p in ps) <= 4 for f in files)  # the per-file cap
+    assert [p.kind for p in ps].count("mid") == 6  # half mid-line, half line start
+    for p in ps:
+        line = p.text.split("\n")[p.line - 1]
+        assert sum(not c.isspace() for c in line) >= 4
+        assert p.prefix + line[p.col:] + p.suffix == p.text  # the truth is withheld from the suffix
+        assert p.suffix.startswith("\n") and p.truth == line[p.col:].rstrip()
+        if p.kind == "start":
+            assert p.col == len(line) - len(line.lstrip())  # after the indentation
+        else:
+            assert 0 < p.col and line[:p.col].strip() and sum(not c.isspace() for c in p.truth) >= MIN_AFTER_CURSOR
+    every = sample_language("python", [root], 5000, per_file=100, split="all")
+    assert len({p.file for p in every}) == 60  # every file, .txt never
+
+
+def test_metrics_on_hand_cases() -> None:
+    from training.eval.line_completion import edit_similarity, levenshtein, score
+
+    assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3 and levenshtein("ab", "ab") == 0
+    assert edit_similarity("", "") == 1.0 and edit_similarity("abcd", "abxd") == 0.75
+    assert score("return x  ", "return x") == {"exact": True, "edit_sim": 1.0, "kept": 8, "truth_chars": 8}
+    s = score("return y + 1\nmore", "return x")  # only the first line counts
+    assert not s["exact"] and s["kept"] == 7 and s["edit_sim"] == round(1 - 5 / 12, 4)
+    assert score("", "pass")["kept"] == 0 and score("", "pass")["edit_sim"] == 0.0
+
+
+# -- end to end --------------------------------------------------------------------------------------------
+
+_RS = "fn main() {\n    let xs = vec![1, 2, 3];\n    for x in xs {\n        println!(\"{}\", x);\n    }\n}\n"
+
+
+def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys) -> None:  # noqa: F811
+    """Base, a pack repository and PerLang folders side by side on Python and Rust; --append resumes."""
+    from training.eval.cli import main
+
+    py = _tree(tmp_path / "py", 12)
+    rs = tmp_path / "rs"
+    rs.mkdir()
+    for i in range(6):
+        (rs / f"m{i}.rs").write_text(_RS.replace("main", f"main{i}"))
+    (tmp_path / "pl").mkdir()
+    (tmp_path / "pl" / "python").symlink_to(tiny_world.packs_dir)  # PerLang: python only; rust = the base
+    out = tmp_path / "out"
+    args = ["--tasks", "line-completion", "--base-model", str(tiny_world.base_dir), "--sources", f"python={py}",
+            "--sources", f"rs={rs}", "--split", "all", "--positions", "6", "--per-file", "3", "--max-new-tokens", "8",
+            "--base-only", "--packs", f"mole={tiny_world.packs_dir}", "--packs", f"perlang={tmp_path / 'pl'}",
+            "--out", str(out)]
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (out / "line_completion.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 6
+    assert {(r["setting"], r["language"]) for r in rows} == {(s, lang) for s in ("No-FT", "mole", "perlang")
+                                                            for lang in ("python", "rust")}
+    for r in rows:
+        assert {"file", "line", "kind", "prefix_tail", "truth", "suggestion", "exact", "edit_sim", "kept", "ms"} <= set(r)
+        assert "\n" not in r["suggestion"] and r["new_tokens"] <= 8
+    assert all(r["base_only"] for r in rows if r["setting"] == "No-FT")
+    assert {r["expert"] for r in rows if r["setting"] == "mole"} == {"python", "rust"}
+    perlang = {r["language"]: r["base_only"] for r in rows if r["setting"] == "perlang"}
+    assert perlang == {"python": False, "rust": True}
+    # KV reuse: a file's later positions start from the cache of the earlier ones.
+    assert any(r["reused_tokens"] > 0 for r in rows)
+    report = (out / "line_completion.md").read_text()
+    assert "| language | n | No-FT | mole | perlang |" in report and "| all | 12 |" in report
+    assert "Exact match by cursor kind" in report and "| python mid | 3 |" in report
+    assert "line_completion.md" in capsys.readouterr().out
+    # Resume: the positions already done are skipped, a new setting is added to the same table.
+    assert main([*args[: args.index("--base-only")], "--packs", f"again={tiny_world.packs_dir}", "--append",
+                 "--out", str(out)]) == 0
+    again = [json.loads(x) for x in (out / "line_completion.jsonl").read_text().splitlines()]
+    assert len(again) == 4 * 12 and again[:36] == rows
+    assert [r["suggestion"] for r in again if r["setting"] == "again"] == [r["suggestion"] for r in rows
+                                                                          if r["setting"] == "mole"]
