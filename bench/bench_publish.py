@@ -11,7 +11,7 @@ Every step runs the real command in a subprocess, as a maintainer would:
    local Hub (``tests/hub_server.py``'s LocalHub, a stdlib stand-in for the Hub, pointed at with
    ``HF_ENDPOINT``; nothing leaves the machine). ``REPO`` is the pack repository the server looks for by
    default for that base (``mole_lsp.packs.store.default_pack_repo``). ``--packs DIR`` skips training and
-   pushes an existing pack set instead;
+   pushes an existing pack set instead (``python -m training.publish DIR REPO``);
 3. ``add-language`` (with ``--add-language L`` and its ``--src``): an expert for L trained against the pushed
    core, installed with ``mole-lsp install-pack --from`` its output, then pushed next to the others;
 4. ``install``: ``mole-lsp install-pack LANG...`` from the local Hub into a fresh cache, without
@@ -53,8 +53,6 @@ DEFAULT_SOURCES = {"python": [ROOT / "mole_lsp", ROOT / "training"], "typescript
 # Settings that would send huggingface_hub elsewhere than the local Hub, or keep it offline.
 HF_ENV_CLEARED = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN",
                   "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-PUSH = ("import sys; from pathlib import Path; from training.publish import push_to_hub; "
-        "push_to_hub(Path(sys.argv[1]), sys.argv[2])")
 # The tiny random Llama (hidden 32) cannot hold the quick preset's ranks.
 TINY_FLAGS = ["--r-shared", "6", "--r-expert", "2", "--max-length", "96", "--micro-batch", "2",
               "--attn-implementation", "eager", "--base-dtype", "float32"]
@@ -207,7 +205,7 @@ def publish_path(args: argparse.Namespace, work: Path, say: Callable[[str], None
             langs = sorted(json.loads((packs / "index.json").read_text())["experts"])
 
             def push() -> str:
-                sh([sys.executable, "-c", PUSH, str(packs), repo], env)
+                sh([sys.executable, "-m", "training.publish", str(packs), repo], env)
                 return f"{packs} -> {repo}: {listed()}"
             steps("push", push)
         else:

@@ -5,11 +5,13 @@
 - ``--add-language L --core PACKS``: ``OUT/packs`` is the pack set of that core with L added (the core and
   the experts already made for it are copied unchanged), so ``mole-lsp install-pack --from`` takes it as is.
 - ``--push-to-hub REPO`` uploads a pack folder; index.json is merged with what the repository already
-  lists, so a language added later joins the jointly trained ones.
+  lists, so a language added later joins the jointly trained ones. ``python -m training.publish FOLDER REPO``
+  uploads a pack folder made earlier the same way.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import tempfile
@@ -146,3 +148,21 @@ def push_to_hub(folder: Path, repo_id: str, revision: str = "main", log: Log = p
                                  commit_message=f"mole packs: {', '.join(sorted(merged['experts'])) or 'core'}")
     log(f"pushed {folder} to {repo_id}@{revision}")
     return str(getattr(info, "oid", None) or info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.publish FOLDER REPO``: push a pack repository folder (``OUT/packs``) to the Hub."""
+    p = argparse.ArgumentParser(prog="python -m training.publish", description="Upload a pack repository folder "
+                                "(core/, experts/, index.json) to a Hub repository, merging index.json with its own.")
+    p.add_argument("folder", type=Path, help="a pack repository folder, e.g. OUT/packs of a training run")
+    p.add_argument("repo_id", help="the Hub repository (the server's default: mole-lsp doctor names it)")
+    p.add_argument("--revision", default="main", help="branch to push to")
+    p.add_argument("--keep-core", action="store_true", help="refuse when the repository lists another core")
+    args = p.parse_args(argv)
+    commit = push_to_hub(args.folder, args.repo_id, args.revision, keep_core=args.keep_core)
+    print(f"{args.repo_id}@{args.revision}: {commit}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ from mole_lsp.io import sha256_file
 from mole_lsp.packs.format import PackError, load_packs
 from mole_lsp.packs.store import PackStore
 from training.finetune import run
+from training.publish import main as publish_main
 from training.publish import push_to_hub
 
 local_hub = hub_server.local_hub
@@ -101,3 +102,11 @@ def test_bench_publish_trains_pushes_installs_and_serves_the_experts(tmp_path, m
     served = steps.done[-1][2]
     for lang in ("python", "typescript", "go"):
         assert f"{lang}: expert {lang}," in served
+
+
+def test_publish_command_pushes_a_trained_pack_folder(added, local_hub, capsys):
+    _, d, _ = added
+    assert publish_main([str(d / "add" / "packs"), "tester/cli-packs"]) == 0
+    index = json.loads(local_hub.file_bytes("tester/cli-packs", "index.json"))
+    assert sorted(index["experts"]) == ["go", *JOINT] and index["core"] is not None
+    assert "tester/cli-packs" in capsys.readouterr().out
