@@ -74,6 +74,9 @@ def add_to_pack_set(dest: Path, language: str, core: Path, log: Log = print) -> 
     folder the expert was trained against and the other experts of that core's repository, each verified
     against it, so that ``dest`` is a pack set of its own (install-pack --from, push_to_hub)."""
     sha = core_sha256(verify_pack(core, kind="core"))
+    if dest.resolve() == core.parent.resolve():  # the new expert went into the core's own repository
+        write_index(dest)
+        return dest
     if (dest / CORE_DIR).exists():
         shutil.rmtree(dest / CORE_DIR)
     shutil.copytree(core, dest / CORE_DIR)

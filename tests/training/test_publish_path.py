@@ -4,6 +4,7 @@ and bench/bench_publish.py (train, push to a local Hub, install, serve) passes o
 from __future__ import annotations
 
 import json
+import shutil
 
 import hub_server
 import pytest
@@ -12,11 +13,11 @@ from helpers import REPO_ROOT, make_rows, quiet, tiny_base_dir, tiny_train_confi
 from mole_lsp.cli import main as mole_lsp
 from mole_lsp.engine.base_model import load_base_model, resolve_base_model
 from mole_lsp.io import sha256_file
-from mole_lsp.packs.format import PackError, load_packs
+from mole_lsp.packs.format import PackError, load_packs, verify_pack
 from mole_lsp.packs.store import PackStore
 from training.finetune import run
+from training.publish import add_to_pack_set, push_to_hub
 from training.publish import main as publish_main
-from training.publish import push_to_hub
 
 local_hub = hub_server.local_hub
 
@@ -110,3 +111,13 @@ def test_publish_command_pushes_a_trained_pack_folder(added, local_hub, capsys):
     index = json.loads(local_hub.file_bytes("tester/cli-packs", "index.json"))
     assert sorted(index["experts"]) == ["go", *JOINT] and index["core"] is not None
     assert "tester/cli-packs" in capsys.readouterr().out
+
+
+def test_adding_a_language_into_the_core_s_own_folder_keeps_the_core(added, tmp_path):
+    _, d, _ = added
+    repo = tmp_path / "packs"
+    shutil.copytree(d / "joint" / "packs", repo)
+    shutil.copytree(d / "add" / "packs" / "experts" / "go", repo / "experts" / "go")
+    add_to_pack_set(repo, "go", repo / "core", log=quiet)
+    assert sorted(json.loads((repo / "index.json").read_text())["experts"]) == ["go", *JOINT]
+    verify_pack(repo / "core", kind="core")
