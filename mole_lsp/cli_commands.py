@@ -132,7 +132,9 @@ def _line_range(spec: str | None, text: str) -> str:
 
 
 def _print_notes(result: Any) -> None:
-    for note in result.notes:
+    from mole_lsp.engine.repetition import NOTE, STOP_REASON
+
+    for note in [*result.notes, *([NOTE] if result.stop_reason == STOP_REASON else [])]:
         print(f"mole-lsp: note: {note}", file=sys.stderr)
 
 

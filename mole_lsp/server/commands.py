@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
+from mole_lsp.engine.repetition import NOTE as REPETITION_NOTE
+from mole_lsp.engine.repetition import STOP_REASON as REPETITION
 from mole_lsp.server import protocol
 from mole_lsp.server.arguments import range_text, single_argument
 from mole_lsp.server.state import MoleServer
@@ -27,6 +30,13 @@ async def _run(ls: MoleServer, key: str, kind: str, language: str | None, call, 
         ls.jobs.end(job)
 
 
+def _stopped(ls: MoleServer, kind: str, result: Any) -> dict[str, Any]:
+    """The result's ``stopReason``; an answer cut because the model looped is also said to the user."""
+    if result.stop_reason == REPETITION:
+        ls.say(f"{kind}: {REPETITION_NOTE}", types.MessageType.Info, once=False)
+    return {"stopReason": result.stop_reason}
+
+
 def register(server: MoleServer) -> None:
     """Declare ``mole.explain``, ``mole.translate`` and ``mole.status``."""
 
@@ -42,7 +52,8 @@ def register(server: MoleServer) -> None:
                             uri=args["uri"], vscode_language_id=doc.language_id or None)
         if result is None:
             raise asyncio.CancelledError
-        return {"markdown": result.text.strip(), "language": language or "unknown"}
+        return {"markdown": result.text.strip(), "language": language or "unknown",
+                **_stopped(ls, "explain", result)}
 
     @server.command(protocol.CMD_TRANSLATE)
     async def translate(ls: MoleServer, *arguments: Any) -> dict[str, Any]:
@@ -64,7 +75,7 @@ def register(server: MoleServer) -> None:
         if result is None:
             raise asyncio.CancelledError
         return {"code": result.text, "language": target,
-                "vscodeLanguageId": ls.vscode_language_id(target) or target}
+                "vscodeLanguageId": ls.vscode_language_id(target) or target, **_stopped(ls, "translate", result)}
 
     @server.command(protocol.CMD_STATUS)
     def status(ls: MoleServer, *arguments: Any) -> dict[str, Any]:

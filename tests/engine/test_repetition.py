@@ -3,15 +3,21 @@ that legitimately repeats itself), and the engine stopping a tiny model that loo
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import make_tiny_llama
 from lsp_fixtures import make_tokenizer
+from lsprotocol import types
+from pytest_lsp.client import make_test_lsp_client
 
+from mole_lsp.cli import main
 from mole_lsp.engine.engine import Engine
-from mole_lsp.engine.repetition import Loop, RepetitionDetector, RepetitionRule
+from mole_lsp.engine.repetition import NOTE, Loop, RepetitionDetector, RepetitionRule
 
 RULE = RepetitionRule()
 
@@ -162,10 +168,10 @@ def looping_model(tok) -> torch.nn.Module:
         emb, head = model.model.embed_tokens.weight, model.lm_head.weight
         emb.copy_(basis[len(cycle)].expand_as(emb))
         head.zero_()
-        head[cycle[0]] = 10 * basis[len(cycle)]
         for i, t in enumerate(cycle):
             emb[t] = basis[i]
             head[cycle[(i + 1) % len(cycle)]] = 10 * basis[i]
+        head[cycle[0]] += 10 * basis[len(cycle)]
     return model
 
 
@@ -195,3 +201,53 @@ def test_the_rule_can_be_switched_off(looping_engine):
     prompt = raw_prompt(e.tokenizer, "y = 0\n", e.registry)
     r = e.decoder.run(prompt, "automated", None, 40, [], 0.0, None, None, repetition=None)
     assert r.stop_reason == "max_tokens" and r.text.startswith(LOOP_TEXT * 6)
+
+
+# -- the user is told: CLI and LSP commands ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def looping_base(tmp_path_factory) -> Path:
+    """The looping model saved as a base model folder, and an empty pack repository beside it."""
+    root = tmp_path_factory.mktemp("looping")
+    tok = make_tokenizer()
+    looping_model(tok).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    (root / "packs").mkdir()
+    return root
+
+
+def test_the_cli_says_the_answer_was_cut(looping_base, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = tmp_path / "a.py"
+    src.write_text("y = 0\n")
+    common = ["--base-model", str(looping_base / "base"), "--pack-repo", str(looping_base / "packs"),
+              "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--offline"]
+    for argv in (["translate", str(src), "--to", "rust"], ["explain", str(src)],
+                 ["complete", str(src), "--line", "2", "--col", "1"]):
+        assert main([*common, *argv, "--max-new-tokens", "120"]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == LOOP_TEXT.strip() and f"note: {NOTE}" in err, argv
+
+
+async def test_lsp_commands_return_the_stop_reason_and_say_the_cut(looping_base, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MOLE_"))}
+    env.update(OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    client = make_test_lsp_client()
+    await client.start_io(sys.executable, "-m", "mole_lsp", "serve", "--base-model", str(looping_base / "base"),
+                          "--pack-repo", str(looping_base / "packs"), "--cache-dir", str(tmp_path / "cache"),
+                          "--threads", "1", env=env)
+    try:
+        await client.initialize_session(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), initialization_options={"explainMaxNewTokens": 120}))
+        uri = (tmp_path / "a.py").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text="y = 0\n")))
+        rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
+        for command, extra, field in (("mole.explain", {}, "markdown"), ("mole.translate", {"target": "rust"}, "code")):
+            out = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+                command=command, arguments=[{"uri": uri, "range": rng, **extra}]))
+            assert out["stopReason"] == "repetition" and out[field].strip() == LOOP_TEXT.strip()
+        said = [m.message for m in client.messages if NOTE in m.message]
+        assert len(said) == 2 and said[0].startswith("mole-lsp: explain") and "translate" in said[1]
+    finally:
+        await client.shutdown_session()
+        await client.stop()
