@@ -15,13 +15,16 @@ Standard LSP used
 
 Commands (``workspace/executeCommand``; ``arguments`` is a list holding ONE object)
 -----------------------------------------------------------------------------------
-``mole.explain``    ``{"uri": str, "range": Range}`` → ``{"markdown": str, "language": str}``
+``mole.explain``    ``{"uri": str, "range": Range}`` → ``{"markdown": str, "language": str, "stopReason": str}``
     Explains the selected code. The code is labelled by its language; the answer is generated in
     automated mode (NL adapter for prose, the code's expert inside fences).
 ``mole.translate``  ``{"uri": str, "range": Range, "target": str}`` →
-    ``{"code": str, "language": str, "vscodeLanguageId": str}``
+    ``{"code": str, "language": str, "vscodeLanguageId": str, "stopReason": str}``
     ``target`` is a registry id or alias (``"rust"``, ``"c++"``). Manual mode: the source is read
     with the source expert, the output is generated with the target expert.
+    ``stopReason`` (both): why the answer ended (``eos``, ``stop``, ``max_tokens``, ``cancelled``, ...);
+    ``repetition``: the model fell into a loop and the answer ends before the repeated part (also said
+    with ``window/showMessage``).
 ``mole.installPack`` ``{"languages": [str]}`` → ``{"installed": [str], "errors": {lang: reason}}``
 ``mole.removePack``  ``{"languages": [str]}`` → ``{"removed": [str], "errors": {lang: reason}}``
 ``mole.listPacks``   ``{}`` → ``{"packs": [PackInfo], "offline": bool, "repo": str, "revision": str}``
