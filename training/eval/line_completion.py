@@ -136,12 +136,14 @@ def _plan(language: str, registry: Any) -> Any:
 
     corpus = feature(language, "CORPUS")
     if not isinstance(corpus, Corpus):
-        raise ValueError(f"no corpus rules for {language!r}; languages with them: {', '.join(languages_with('CORPUS'))}")
+        have = ", ".join(languages_with("CORPUS"))
+        raise ValueError(f"no corpus rules for {language!r}; languages with them: {have}")
     return LanguagePlan(language, registry.get(language).name, registry, corpus)
 
 
-def heldout_texts(language: str, roots: Sequence[Path], *, split: str = "heldout", heldout_fraction: float | None = None,
-                  seed: int = 0, registry: Any = None) -> Iterator[tuple[str, str]]:
+def heldout_texts(language: str, roots: Sequence[Path], *, split: str = "heldout",
+                  heldout_fraction: float | None = None, seed: int = 0,
+                  registry: Any = None) -> Iterator[tuple[str, str]]:
     """(source path, text) of the files the corpus builder would mine for ``language`` under ``roots``,
     only its held-out split unless ``split == "all"``, in a seeded order."""
     from mole_lsp.lang.registry import load_registry
@@ -260,9 +262,12 @@ def run(settings: Sequence[Any], positions: Mapping[str, Sequence[Position]], lo
                     rows: list[dict[str, Any]] = []
                     t0 = time.monotonic()
 
-                    def keep(row: dict[str, Any], rows: list[dict[str, Any]] = rows) -> None:
+                    def keep(row: dict[str, Any], rows: list[dict[str, Any]] = rows, t0: float = t0) -> None:
                         sink(row)
                         rows.append(row)
+                        if len(rows) % 50 == 0:
+                            log(f"  [{row['setting']}] {row['language']}: {len(rows)} positions, "
+                                f"{(time.monotonic() - t0) / len(rows):.2f} s/position")
 
                     run_positions(engine, todo, setting=setting.name, context_tokens=context_tokens,
                                   max_new_tokens=max_new_tokens, sink=keep)
@@ -288,11 +293,16 @@ def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float:
     return sum(float(r[key]) for r in rows) / len(rows) if rows else float("nan")
 
 
+def _share(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Kept characters over the truths' characters, pooled."""
+    return sum(r["kept"] for r in rows) / max(1, sum(r["truth_chars"] for r in rows))
+
+
 _METRICS: tuple[tuple[str, str, Callable[[Sequence[Mapping[str, Any]]], str]], ...] = (
     ("Exact match of the rest of the line", "exact", lambda rs: f"{_mean(rs, 'exact'):.3f}"),
     ("Edit similarity", "edit_sim", lambda rs: f"{_mean(rs, 'edit_sim'):.3f}"),
     ("Kept characters per position (share of the truth's characters)", "kept",
-     lambda rs: f"{_mean(rs, 'kept'):.1f} ({sum(r['kept'] for r in rs) / max(1, sum(r['truth_chars'] for r in rs)):.0%})"),
+     lambda rs: f"{_mean(rs, 'kept'):.1f} ({_share(rs):.0%})"),
     ("Latency per position, ms (mean)", "ms", lambda rs: f"{_mean(rs, 'ms'):.0f}"),
 )
 
@@ -335,7 +345,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
     g = ap.add_argument_group("line completion (--tasks line-completion)")
     g.add_argument("--sources", action="append", default=[], metavar="LANG=PATH",
-                   help="source tree of a language (repeatable; a directory, file or .zip, as the corpus builder reads)")
+                   help="source tree of a language (repeatable; a directory, file or .zip, as the corpus "
+                        "builder reads)")
     g.add_argument("--positions", type=int, default=200, help="cursor positions per language (default 200)")
     g.add_argument("--per-file", type=int, default=10, help="most positions per file (default 10)")
     g.add_argument("--split", choices=["heldout", "all"], default="heldout",
@@ -350,7 +361,8 @@ def parse_sources(specs: Sequence[str], languages: Sequence[str] | None = None) 
     from mole_lsp.lang.registry import load_registry
 
     reg = load_registry()
-    wanted = {reg.resolve(x) or x for x in languages} if languages else None
+    names = [x.strip() for item in languages or () for x in item.split(",") if x.strip()]
+    wanted = {reg.resolve(x) or x for x in names} if names else None
     out: dict[str, list[Path]] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")

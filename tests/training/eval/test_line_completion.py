@@ -115,7 +115,8 @@ def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys) -> None:  #
     (tmp_path / "pl" / "python").symlink_to(tiny_world.packs_dir)  # PerLang: python only; rust = the base
     out = tmp_path / "out"
     args = ["--tasks", "line-completion", "--base-model", str(tiny_world.base_dir), "--sources", f"python={py}",
-            "--sources", f"rs={rs}", "--split", "all", "--positions", "6", "--per-file", "3", "--max-new-tokens", "8",
+            "--sources", f"rs={rs}", "--languages", "python,rust", "--split", "all", "--positions", "6",
+            "--per-file", "3", "--max-new-tokens", "8",
             "--base-only", "--packs", f"mole={tiny_world.packs_dir}", "--packs", f"perlang={tmp_path / 'pl'}",
             "--out", str(out)]
     assert main(args) == 0
@@ -124,7 +125,8 @@ def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys) -> None:  #
     assert {(r["setting"], r["language"]) for r in rows} == {(s, lang) for s in ("No-FT", "mole", "perlang")
                                                             for lang in ("python", "rust")}
     for r in rows:
-        assert {"file", "line", "kind", "prefix_tail", "truth", "suggestion", "exact", "edit_sim", "kept", "ms"} <= set(r)
+        assert {"file", "line", "kind", "prefix_tail", "truth", "suggestion", "exact", "edit_sim", "kept",
+                "ms"} <= set(r)
         assert "\n" not in r["suggestion"] and r["new_tokens"] <= 8
     assert all(r["base_only"] for r in rows if r["setting"] == "No-FT")
     assert {r["expert"] for r in rows if r["setting"] == "mole"} == {"python", "rust"}
