@@ -95,7 +95,8 @@ class TrainConfig:
 
     # -- engine ------------------------------------------------------------------------------------------
     device: str = _f("auto", "auto | cpu | cuda | cuda:N.")
-    precision: str = _f("bf16", "bf16: bfloat16 autocast on CUDA (fp32 on CPU); fp32.")
+    precision: str = _f("bf16", "bf16: bfloat16 autocast on CUDA (on CPU only with cpu_bf16); fp32.")
+    cpu_bf16: bool = _f(False, "With precision bf16, autocast on CPU too (CPUs with AVX512-BF16/AMX: 1.5-2x faster measured).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward (less memory).")
     compile: bool = _f(False, "torch.compile the decoder layers.")
     threads: int | None = _f(None, "torch CPU threads (None = torch default).")

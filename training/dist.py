@@ -63,9 +63,9 @@ def setup_dist(cfg: TrainConfig) -> Dist:
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``precision = "bf16"``; nothing (fp32) elsewhere."""
-    if cfg.precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA when ``precision = "bf16"`` (on CPU too with ``cpu_bf16``); else fp32."""
+    if cfg.precision == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -138,3 +138,15 @@ def test_validation_reports_the_completion_loss_apart(tmp_path):
     res = run(cfg, log=quiet)
     val = res["results"]["mole"].val_history[-1][1]
     assert {"python/completion", "go/chat", "all/completion", "all/chat", "python", "all"} <= set(val)
+
+
+def test_cpu_bf16_autocast_only_when_asked():
+    from training.config import TrainConfig
+    from training.dist import autocast
+
+    x = torch.randn(4, 4)
+    cpu = torch.device("cpu")
+    for cfg, dtype in ((TrainConfig(precision="bf16"), torch.float32), (TrainConfig(precision="fp32", cpu_bf16=True),
+                       torch.float32), (TrainConfig(precision="bf16", cpu_bf16=True), torch.bfloat16)):
+        with autocast(cfg, cpu):
+            assert (x @ x).dtype == dtype
