@@ -13,7 +13,7 @@ mined). Files are visited in a seeded order.
 Positions: lines with >= 4 non-space characters. Each file gives at most ``--per-file`` positions, on a run
 of consecutive such lines from a seeded start (an editor session going down a region: the prompts of
 one file then share their start, so the KV store prefills only the lines in between, which is what makes
-the run affordable on a CPU). Kinds alternate: ``mid`` (the cursor at a seeded offset inside the line,
+the run affordable on a CPU; ``--spread``: seeded lines anywhere in the file, a full prefill each). Kinds alternate: ``mid`` (the cursor at a seeded offset inside the line,
 at least 2 non-space characters after it) and ``start`` (the cursor after the line's indentation, as an
 editor's auto-indent leaves it).
 
@@ -103,9 +103,9 @@ def _nonspace(s: str) -> int:
 
 
 def sample_positions(text: str, language: str, file: str, rng: random.Random, limit: int,
-                     first_kind: int = 0) -> list[Position]:
-    """Up to ``limit`` positions on consecutive lines worth asking about from a seeded start, kinds
-    alternating from ``KINDS[first_kind]``."""
+                     first_kind: int = 0, spread: bool = False) -> list[Position]:
+    """Up to ``limit`` positions on consecutive lines worth asking about from a seeded start (``spread``:
+    on seeded lines anywhere in the file), in cursor order, kinds alternating from ``KINDS[first_kind]``."""
     eligible: list[tuple[int, int, str]] = []  # (line number, offset of the line, line)
     offset = 0
     for number, line in enumerate(text.split("\n"), 1):
@@ -115,9 +115,13 @@ def sample_positions(text: str, language: str, file: str, rng: random.Random, li
     k = min(limit, len(eligible))
     if k <= 0:
         return []
-    first = rng.randrange(len(eligible) - k + 1)
+    if spread:
+        picked = sorted(rng.sample(eligible, k))
+    else:
+        first = rng.randrange(len(eligible) - k + 1)
+        picked = eligible[first : first + k]
     out: list[Position] = []
-    for i, (number, start, line) in enumerate(eligible[first : first + k]):
+    for i, (number, start, line) in enumerate(picked):
         kind = KINDS[(first_kind + i) % len(KINDS)]
         indent = len(line) - len(line.lstrip())
         if kind == "start":
@@ -168,7 +172,8 @@ def heldout_texts(language: str, roots: Sequence[Path], *, split: str = "heldout
 
 
 def sample_language(language: str, roots: Sequence[Path], n: int, *, per_file: int = 10, seed: int = 0,
-                    split: str = "heldout", heldout_fraction: float | None = None) -> list[Position]:
+                    split: str = "heldout", heldout_fraction: float | None = None,
+                    spread: bool = False) -> list[Position]:
     """``n`` positions (fewer when the files run out) over the language's held-out files, at most
     ``per_file`` per file, file by file in cursor order; half ``mid``, half ``start``."""
     out: list[Position] = []
@@ -176,7 +181,8 @@ def sample_language(language: str, roots: Sequence[Path], n: int, *, per_file: i
         if len(out) >= n:
             break
         rng = random.Random(f"{seed}\0{language}\0{source}")
-        out += sample_positions(text, language, source, rng, min(per_file, n - len(out)), first_kind=len(out) % 2)
+        out += sample_positions(text, language, source, rng, min(per_file, n - len(out)), first_kind=len(out) % 2,
+                                spread=spread)
     return out
 
 
@@ -349,6 +355,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                         "builder reads)")
     g.add_argument("--positions", type=int, default=200, help="cursor positions per language (default 200)")
     g.add_argument("--per-file", type=int, default=10, help="most positions per file (default 10)")
+    g.add_argument("--spread", action="store_true",
+                   help="a file's positions on seeded lines anywhere in it (default: consecutive lines from a "
+                        "seeded start, whose prompts share their KV cache: several times faster on a CPU)")
     g.add_argument("--split", choices=["heldout", "all"], default="heldout",
                    help="the corpus builder's held-out files only (default) or every file")
     g.add_argument("--heldout-fraction", type=float, default=Options.heldout_fraction,
@@ -384,7 +393,7 @@ def positions_from_args(args: argparse.Namespace, log: Callable[[str], None]) ->
     positions: dict[str, list[Position]] = {}
     for lang, roots in sources.items():
         ps = sample_language(lang, roots, args.positions, per_file=max(1, args.per_file), seed=args.seed,
-                             split=args.split, heldout_fraction=args.heldout_fraction)
+                             split=args.split, heldout_fraction=args.heldout_fraction, spread=args.spread)
         files = len({p.file for p in ps})
         log(f"{lang}: {len(ps)} positions in {files} {args.split} files"
             + (f" (fewer than {args.positions}: the files ran out)" if len(ps) < args.positions else ""))
@@ -400,10 +409,11 @@ def main(args: argparse.Namespace, positions: Mapping[str, Sequence[Position]], 
     context = args.context_tokens or int(SETTINGS["contextTokens"][1])
     max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
     loader = loader_factory()
+    layout = "seeded lines" if args.spread else "consecutive lines from a seeded start"
     meta = [f"command: `{command}`", f"base: {loader.name}, device {loader.device}",
             "settings: " + ", ".join(f"{s.name} = {s.path or 'base only'}" for s in settings),
-            f"positions: {args.split} files, seed {args.seed}, at most {args.per_file} per file, half mid-line / "
-            f"half line start; context {context} tokens, greedy, one line, max {max_new} new tokens"]
+            f"positions: {args.split} files, seed {args.seed}, at most {args.per_file} per file ({layout}), half "
+            f"mid-line / half line start; context {context} tokens, greedy, one line, max {max_new} new tokens"]
     started = time.monotonic()
     jsonl, report = run(settings, positions, loader, Path(args.out), context_tokens=context, max_new_tokens=max_new,
                         append=args.append, meta=meta, log=log)

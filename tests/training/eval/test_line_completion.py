@@ -86,6 +86,27 @@ def test_positions_are_seeded_heldout_and_of_both_kinds(tmp_path: Path) -> None:
     assert len({p.file for p in every}) == 60  # every file, .txt never
 
 
+def test_a_files_positions_are_consecutive_lines_or_spread(tmp_path: Path) -> None:
+    import random
+
+    from training.eval.line_completion import sample_positions
+
+    text = "\n".join(f"    value_{i} = compute({i})" if i % 4 else "" for i in range(200))
+    eligible = [i + 1 for i in range(200) if i % 4]
+
+    def lines(**kw) -> list[int]:
+        ps = sample_positions(text, "python", "f.py", random.Random(7), 8, **kw)
+        assert [p.offset for p in ps] == sorted(p.offset for p in ps)  # cursor order: the KV cache grows
+        assert [p.kind for p in ps] == ["mid", "start"] * 4
+        return [p.line for p in ps]
+
+    run = lines()
+    assert run == eligible[eligible.index(run[0]) : eligible.index(run[0]) + 8]  # one region, no line skipped
+    spread = lines(spread=True)
+    assert spread != run and len(set(spread)) == 8 and set(spread) <= set(eligible)
+    assert spread[-1] - spread[0] > 16
+
+
 def test_metrics_on_hand_cases() -> None:
     from training.eval.line_completion import edit_similarity, levenshtein, score
 
