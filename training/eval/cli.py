@@ -10,7 +10,7 @@ Command line::
 
     python -m training.evaluate --check-reference --data ../shared/data/humaneval-x \
         [--languages cpp go ...] [--limit N] [--workers N] [--as-response synthesis]
-    python -m training.evaluate --data ../shared/data/humaneval-x --base-model quickstart \
+    python -m training.evaluate --data ../shared/data/humaneval-x --base-model smollm2-135m-instruct \
         --base-only --packs mole=DIR --packs alllang=DIR [--tasks synthesis,summarization,translation] \
         [--pairs from:python,to:python] [--mode manual|automated] [--nl-only | --misassign] \
         [--n-samples N --temperature T] [--limit N] --out OUT [--append]
@@ -78,8 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "summarization; diagonal = the right expert)")
     models = ap.add_argument_group("models")
     models.add_argument("--base-model", default=None,
-                        help="base model: local folder, .gguf, Hub id, or 'quickstart' (default: MOLE_BASE_MODEL "
-                             "or the quick-start SmolLM2-135M-Instruct)")
+                        help="base model: local folder, .gguf, Hub id, or smollm2-135m-instruct, the quick-start "
+                             "model (the default, unless MOLE_BASE_MODEL names another)")
     models.add_argument("--packs", action="append", default=[], metavar="NAME=DIR",
                         help="a pack set to evaluate (repeatable): a pack repository folder (core/, experts/), or "
                              "a folder of per-language pack folders (PerLang-FT)")
