@@ -25,7 +25,9 @@ file as the KV cache key, positions in cursor order. Scores, on the rest of the 
 exact match, edit similarity (1 - Levenshtein / longer length) and kept characters (the longest common
 prefix: what a user accepting the suggestion keeps); plus the latency. Rows go to
 ``OUT/line_completion.jsonl``, the tables to ``OUT/line_completion.md``; ``--append`` keeps the rows there
-and skips the positions they already cover (resume, or add settings).
+and skips the positions they already cover (resume, or add settings). Processes running different settings
+may ``--append`` to one OUT at the same time (one row per write); the last to finish writes the tables over
+all rows.
 """
 
 from __future__ import annotations
