@@ -186,6 +186,9 @@ def check_routes(traces: dict[str, dict[str, Any]]) -> str:
 def publish_path(args: argparse.Namespace, work: Path, say: Callable[[str], None] = print) -> Steps:
     """Every step of the path (see the module doc); raises StepFailed when one fails."""
     steps = Steps(say)
+    sources = {**DEFAULT_SOURCES, **parse_sources(args.src)}
+    if args.add_language and args.add_language not in sources:
+        raise StepFailed(f"--add-language {args.add_language} needs --src {args.add_language}=PATH")
     hub = LocalHub(work / "hub").start()
     try:
         env = hub_env(hub, work)
@@ -199,7 +202,6 @@ def publish_path(args: argparse.Namespace, work: Path, say: Callable[[str], None
         def listed() -> str:
             return ", ".join(sorted(json.loads(hub.file_bytes(repo, "index.json"))["experts"]))
 
-        sources = {**DEFAULT_SOURCES, **parse_sources(args.src)}
         if args.packs:
             packs = Path(args.packs)
             langs = sorted(json.loads((packs / "index.json").read_text())["experts"])
@@ -221,8 +223,6 @@ def publish_path(args: argparse.Namespace, work: Path, say: Callable[[str], None
             steps("train+push", train)
         if args.add_language:
             lang = args.add_language
-            if lang not in sources:
-                raise StepFailed(f"--add-language {lang} needs --src {lang}=PATH")
             steps(f"corpus {lang}", lambda: mine(lang, sources[lang], corpus(work, lang), args, env))
 
             def add() -> str:
