@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -253,11 +254,12 @@ def run(settings: Sequence[Any], positions: Mapping[str, Sequence[Position]], lo
         jsonl.unlink()
     done = {_key(r["setting"], r) for r in _read_rows(jsonl)}
     kv_bytes = int(SETTINGS["kvCacheMB"][1]) << 20  # the server's default KV memory
-    with jsonl.open("a", encoding="utf-8") as f:
-        def sink(row: dict[str, Any]) -> None:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
+    fd = os.open(jsonl, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    def sink(row: dict[str, Any]) -> None:  # one write per row: processes appending at once never interleave
+        os.write(fd, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    try:
         for setting in settings:
             gen = EngineGenerate(setting, loader.engine, GenOptions(), log=log)  # its engines: one per PerLang pack
             try:
@@ -284,6 +286,8 @@ def run(settings: Sequence[Any], positions: Mapping[str, Sequence[Position]], lo
                         f"edit sim {_mean(rows, 'edit_sim'):.3f}, {secs / max(1, len(rows)):.2f} s/position")
             finally:
                 gen.close()
+    finally:
+        os.close(fd)
     rows = _read_rows(jsonl)
     report.write_text(render_report(rows, [s.name for s in settings], meta=meta), encoding="utf-8")
     return jsonl, report
