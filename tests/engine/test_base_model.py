@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
 import hub_server
-import numpy as np
 import pytest
 import torch
 from helpers import SMOLLM2, make_tiny_llama
@@ -24,24 +24,18 @@ from mole_lsp.engine.identity import IDENTITY_FILE, weights_identity
 from mole_lsp.engine.model_info import FIM_PRESETS, BaseModelError, BaseModelInfo
 from mole_lsp.packs.format import fingerprint_model
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "export"))  # the tests' one GGUF writer
+from gguf_base import tiny_gguf_vocab, write_gguf  # noqa: E402
+
 local_hub = hub_server.local_hub
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "d e"]
 PROMPT = "the cat def the"
 
 
 # ----------------------------------------------------------------------------- tiny artefacts
-def _byte_alphabet() -> list[str]:
-    from tokenizers import pre_tokenizers
-
-    return sorted(pre_tokenizers.ByteLevel.alphabet())
-
-
 def tiny_vocab(extra_specials: tuple[str, ...] = ()) -> list[str]:
-    """Specials, the 256 byte-level symbols, then one token per merge."""
-    merged = ["".join(m.split(" ")) for m in MERGES]
-    return [*SPECIALS, *extra_specials, *_byte_alphabet(), *merged]
+    return tiny_gguf_vocab(MERGES, extra_specials)
 
 
 def tiny_tokenizer(extra_specials: tuple[str, ...] = ()):
@@ -73,76 +67,9 @@ def save_tiny_folder(
     return model
 
 
-def _permute_for_gguf(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's q/k row order (transformers undoes it when loading a GGUF)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def write_tiny_gguf(path: Path, model, pre: str = "smollm") -> Path:
+def write_tiny_gguf(path: Path, model) -> Path:
     """The model's weights in llama.cpp layout (FFN in Q8_0, the rest F32) with a byte-level BPE tokenizer."""
-    import gguf
-
-    cfg = model.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("tiny test llama")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_vocab_size(cfg.vocab_size)
-    tokens = tiny_vocab()
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
-    writer.add_token_merges(MERGES)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_pad_token_id(2)
-    writer.add_add_bos_token(False)
-
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-
-    def put(name: str, array: np.ndarray, quantize: bool = False) -> None:
-        if quantize:
-            qtype = gguf.GGMLQuantizationType.Q8_0
-            writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-        else:
-            writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
-
-    put("token_embd.weight", sd["model.embed_tokens.weight"])
-    put("output_norm.weight", sd["model.norm.weight"])
-    if not cfg.tie_word_embeddings:
-        put("output.weight", sd["lm_head.weight"])
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        put(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
-        put(
-            f"blk.{i}.attn_q.weight",
-            _permute_for_gguf(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads),
-        )
-        put(
-            f"blk.{i}.attn_k.weight",
-            _permute_for_gguf(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads),
-        )
-        put(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
-        put(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
-        put(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
-        put(f"blk.{i}.ffn_gate.weight", sd[p + "mlp.gate_proj.weight"], quantize=True)
-        put(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"], quantize=True)
-        put(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"], quantize=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(path, model, MERGES, q8_ffn=True)
 
 
 def sha256_of(path: Path) -> str:
