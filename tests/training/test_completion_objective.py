@@ -150,3 +150,18 @@ def test_cpu_bf16_autocast_only_when_asked():
                        torch.float32), (TrainConfig(precision="bf16", cpu_bf16=True), torch.bfloat16)):
         with autocast(cfg, cpu):
             assert (x @ x).dtype == dtype
+
+
+def test_max_samples_caps_the_windows_too_unless_max_windows_says_otherwise(tmp_path):
+    from training.corpus.build import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"m{i}.py").write_text("".join(f"def f{i}_{k}(a):\n    return a + {k}\n\n\n" for k in range(30)))
+    for extra, want in (([], 3), (["--max-windows", "5"], 5), (["--max-windows", "0"], 12)):
+        out = tmp_path / f"out{len(extra)}{want}.jsonl"
+        assert main([str(src), "--language", "python", "--out", str(out), "--max-samples", "3",
+                     "--window-chars", "200", *extra]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sum(r["kind"] == "completion" for r in rows) == want, extra

@@ -348,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="raw source windows per file for the completion objective (0: none)")
     parser.add_argument("--window-chars", type=int, default=Options.window_chars,
                         help="characters per window (whole lines)")
-    parser.add_argument("--max-windows", type=int, default=0, help="stop windows after this many (0: all)")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="stop windows after this many (default: --max-samples; 0: all)")
     parser.add_argument("--min-lines", type=int, default=Options.min_lines)
     parser.add_argument("--max-lines", type=int, default=Options.max_lines)
     parser.add_argument("--json-summary", action="store_true", help="print the summary as JSON")
@@ -356,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(max_per_file=args.max_per_file, fim_rate=args.fim_rate, seed=args.seed,
                    heldout_fraction=args.heldout_fraction, max_samples=args.max_samples,
                    windows_per_file=args.windows_per_file, window_chars=args.window_chars,
-                   max_windows=args.max_windows,
+                   max_windows=args.max_samples if args.max_windows is None else args.max_windows,
                    min_lines=args.min_lines, max_lines=args.max_lines)
     missing = [str(s) for s in args.src if not s.exists()]
     if missing:
