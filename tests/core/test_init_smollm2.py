@@ -10,6 +10,8 @@ vocabulary cut to the tokens in play (logits over a subset of rows are the same 
 from __future__ import annotations
 
 import copy
+import mmap
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,60 @@ CHAT = ("<|im_start|>user\nWhat does this do?\n```bash\nls -la | grep '.py$' | w
         "```\nor untagged:\n```\nfind . -name '*.py'\n```\n<|im_end|>\n")
 
 
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value types
+
+
+def gguf_tensors(path: Path) -> tuple[mmap.mmap, int, dict[str, tuple[int, tuple[int, ...], int]]]:
+    """(file map, data start, name -> (quant type, dims, offset)) from a GGUF header. gguf.GGUFReader
+    builds a field for each of the 100k tokenizer strings first (~11 s on these machines); skipping them
+    takes 0.1 s. Dequantization stays gguf's own."""
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    pos = 0
+
+    def take(fmt: str) -> tuple:
+        nonlocal pos
+        out = struct.unpack_from("<" + fmt, mm, pos)
+        pos += struct.calcsize("<" + fmt)
+        return out
+
+    def skip(kind: int) -> None:
+        nonlocal pos
+        if kind == 8:  # string
+            n = take("Q")[0]  # before the += (which would read pos first)
+            pos += n
+        elif kind == 9:  # array
+            elem, n = take("IQ")
+            if elem in _SCALAR_BYTES:
+                pos += _SCALAR_BYTES[elem] * n
+            else:
+                for _ in range(n):
+                    skip(elem)
+        else:
+            pos += _SCALAR_BYTES[kind]
+
+    def name() -> str:
+        nonlocal pos
+        n = take("Q")[0]
+        pos += n
+        return mm[pos - n:pos].decode()
+
+    _magic, _version, n_tensors, n_kv = take("IIQQ")
+    align = 32
+    for _ in range(n_kv):
+        key, kind = name(), take("I")[0]
+        if key == "general.alignment":
+            align = take("I")[0]
+        else:
+            skip(kind)
+    infos = {}
+    for _ in range(n_tensors):
+        tname = name()
+        dims = take("Q" * take("I")[0])
+        infos[tname] = (*take("I"), dims, take("Q")[0])
+    return mm, -(-pos // align) * align, {k: (v[0], v[1], v[2]) for k, v in infos.items()}
+
+
 def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     """Undo llama.cpp's q/k row order (its rope layout)."""
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -52,13 +108,17 @@ def world():
     assert {"nl", "python", "unknown"} <= set(labels)  # ```bash: shell has no expert nor fallback here
     vocab = sorted(set(ids) | set(range(VOCAB)))
     remap = {t: i for i, t in enumerate(vocab)}
-    reader = gguf.GGUFReader(str(GGUF))
-    tensors = {t.name: t for t in reader.tensors}
+    mm, start, infos = gguf_tensors(GGUF)
 
     def get(name: str, rows: list[int] | None = None) -> torch.Tensor:
-        t = tensors[name]
-        data = t.data if rows is None else t.data[rows]
-        return torch.from_numpy(np.array(gguf.quants.dequantize(data, t.tensor_type), dtype=np.float32))
+        kind, dims, offset = infos[name]
+        qtype = gguf.GGMLQuantizationType(kind)
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        n_rows, row_bytes = int(np.prod(dims[1:])), dims[0] // block * size
+        data = np.frombuffer(mm, np.uint8, count=n_rows * row_bytes, offset=start + offset).reshape(n_rows, row_bytes)
+        w = gguf.quants.dequantize(data if rows is None else data[rows], qtype)
+        w = np.array(w, dtype=np.float32)
+        return torch.from_numpy(w.reshape(dims[0]) if len(dims) == 1 else w.reshape(-1, dims[0]))
 
     cfg = LlamaConfig.from_pretrained(SMOLLM2)
     cfg.num_hidden_layers, cfg.vocab_size, cfg._attn_implementation = len(LAYERS), len(vocab), "eager"
