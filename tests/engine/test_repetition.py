@@ -120,12 +120,16 @@ def test_code_that_repeats_itself_is_not_cut(name):
     assert _first_loop(ids) is None
 
 
-@pytest.mark.parametrize("name", sorted(LEGIT))
-def test_code_that_repeats_itself_is_not_cut_with_a_real_tokenizer(name, smollm2_dir):
+@pytest.fixture(scope="module")
+def smollm2_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    assert _first_loop(tok(LEGIT[name], add_special_tokens=False)["input_ids"]) is None
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.mark.parametrize("name", sorted(LEGIT))
+def test_code_that_repeats_itself_is_not_cut_with_a_real_tokenizer(name, smollm2_tokenizer):
+    assert _first_loop(smollm2_tokenizer(LEGIT[name], add_special_tokens=False)["input_ids"]) is None
 
 
 def test_the_quick_start_loop_keeps_the_text_before_it_and_one_copy():
