@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -346,7 +347,41 @@ def render_report(rows: Sequence[Mapping[str, Any]], settings: Sequence[str] = (
         cells.setdefault((r["setting"], f"{r['language']} {r['kind']}"), []).append(r)
     by_kind = [f"{lang} {kind}" for lang in languages for kind in KINDS]
     table("Exact match by cursor kind (mid-line / line start)", _METRICS[0][2], by_kind)
+    lines += _seed_tables(cells, names, [*languages, "all"])
     return "\n".join(lines)
+
+
+_SEEDED = re.compile(r"^(?P<method>.+?)[-_.](?:s|seed)(?P<seed>\d+)$")
+
+
+def _seed_tables(cells: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]], names: Sequence[str],
+                 groups: Sequence[str]) -> list[str]:
+    """Settings named ``METHOD-s<N>`` (or ``METHOD-seed<N>``), two seeds or more: each metric's mean over
+    the seeds ± half their range; settings without a seed are shown as they are."""
+    methods: dict[str, list[str]] = {}
+    for name in names:
+        m = _SEEDED.match(name)
+        methods.setdefault(m["method"] if m else name, []).append(name)
+    if all(len(v) < 2 for v in methods.values()):
+        return []
+    out: list[str] = []
+    for title, key, _fmt in _METRICS[:3]:
+        out += [f"## {title.split(' (')[0]}: mean over seeds ± half the range", "",
+                "| language | " + " | ".join(f"{m} ({len(v)})" for m, v in methods.items()) + " |",
+                "|---|" + "---:|" * len(methods)]
+        for g in groups:
+            shown = []
+            for members in methods.values():
+                vals = [_mean(cells[(s, g)], key) for s in members if cells.get((s, g))]
+                if not vals:
+                    shown.append("–")
+                    continue
+                mean, half = sum(vals) / len(vals), (max(vals) - min(vals)) / 2
+                digits = 1 if key == "kept" else 3
+                shown.append(f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if len(vals) > 1 else ""))
+            out.append(f"| {g} | " + " | ".join(shown) + " |")
+        out.append("")
+    return out
 
 
 # -- command line ---------------------------------------------------------------------------------

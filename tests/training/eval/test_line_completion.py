@@ -166,3 +166,20 @@ def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys) -> None:  #
     assert len(again) == 4 * 12 and again[:36] == rows
     assert [r["suggestion"] for r in again if r["setting"] == "again"] == [r["suggestion"] for r in rows
                                                                           if r["setting"] == "mole"]
+
+
+def test_report_groups_seeds_of_one_method() -> None:
+    from training.eval.line_completion import render_report
+
+    def row(setting: str, exact: bool, language: str = "python") -> dict:
+        return {"setting": setting, "language": language, "kind": "mid", "exact": exact, "edit_sim": 0.5,
+                "kept": 3, "truth_chars": 6, "ms": 10.0}
+
+    rows = [row("No-FT", False), row("No-FT", True), row("mole-s42", True), row("mole-s42", True),
+            row("mole-s43", True), row("mole-s43", False), row("alllang_seed1", False), row("alllang_seed1", False)]
+    report = render_report(rows)
+    assert "| language | n | No-FT | mole-s42 | mole-s43 | alllang_seed1 |" in report
+    assert "| python | 2 | 0.500 | 1.000 | 0.500 | 0.000 |" in report
+    assert "| language | No-FT (1) | mole (2) | alllang (1) |" in report
+    assert "| python | 0.500 | 0.750 ± 0.250 | 0.000 |" in report  # exact match: mean ± half the range
+    assert "mean over seeds" not in render_report([r for r in rows if r["setting"] != "mole-s43"])
