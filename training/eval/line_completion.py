@@ -23,7 +23,8 @@ line, the truth, withheld), the server's default context budget, the engine's st
 ``single_line=True`` (greedy decoding makes that the first line of the editor's suggestion), and the
 file as the KV cache key, positions in cursor order. Scores, on the rest of the line (both rstripped):
 exact match, edit similarity (1 - Levenshtein / longer length) and kept characters (the longest common
-prefix: what a user accepting the suggestion keeps); plus the latency. Rows go to
+prefix: what a user accepting the suggestion keeps); plus the latency. Settings named ``METHOD-s<N>`` (one
+per training seed) also get one column per method: the mean over seeds ± half their range. Rows go to
 ``OUT/line_completion.jsonl``, the tables to ``OUT/line_completion.md``; ``--append`` keeps the rows there
 and skips the positions they already cover (resume, or add settings). Processes running different settings
 may ``--append`` to one OUT at the same time (one row per write); the last to finish writes the tables over
