@@ -2,7 +2,9 @@
 a bounded LRU, registry fallbacks, the merged single-language fast path, and the routed forward pass.
 
 Degrades instead of failing: no core pack -> the bare base model; a missing expert -> the registry's
-fallback expert -> the shared adapter only. Each degradation is noted once (:meth:`ExpertManager.take_notes`).
+fallback expert -> the shared adapter plus the generic expert (the frozen residual components every
+expert starts from, :meth:`~mole_lsp.core.layer.MoleLinear.generic`). Each degradation is noted once
+(:meth:`ExpertManager.take_notes`).
 Only the pack errors degrade (PackError, StoreError and its OfflineError): any other exception is a bug and
 reaches the caller. "No core pack" is not final: see :meth:`ExpertManager.ensure_core`.
 Not thread-safe: the :class:`~mole_lsp.engine.engine.Engine` serialises calls.
@@ -29,7 +31,7 @@ from mole_lsp.packs.format import BaseIdentity, PackError, load_core, load_exper
 
 # Route names in GenerationResult.routes besides language ids.
 ROUTE_BASE = "base"  # no core pack: the bare base model
-ROUTE_SHARED = "shared"  # code without an expert: shared adapter only
+ROUTE_SHARED = "shared"  # code without an expert: shared adapter + the generic expert
 ROUTE_NL = "nl"
 
 CORE_RETRY_S = 60.0  # while base only, a lookup that may download is retried this often (PackHub.unreachable_for)
@@ -144,7 +146,7 @@ class ExpertManager:
     def ensure_expert(self, language: str | None, install: bool, pinned: Sequence[str] = (),
                       progress: Progress | None = None) -> str | None:
         """Make ``language``'s expert (or its registry fallback) available; return the expert used or
-        None (shared adapter only / base only: also before :meth:`ensure_core` loaded a core pack).
+        None (shared + generic expert / base only: also before :meth:`ensure_core` loaded a core pack).
         ``pinned`` experts are not evicted to make room."""
         if language is None or language not in self.registry or self.mole is None:
             return None
@@ -166,12 +168,18 @@ class ExpertManager:
             self._evict(keep={cand, language, *pinned})
             break
         else:
-            self._note(f"No {self.registry.get(language).name} expert: using the shared adapter only.")
+            self._note(f"No {self.registry.get(language).name} expert: using {self._no_expert_route()}.")
             return None
         if cand != language:
             self._note(f"No {self.registry.get(language).name} expert: using the "
                        f"{self.registry.get(cand).name} expert instead.")
         return cand
+
+    def _no_expert_route(self) -> str:
+        """What code without an expert goes through (core/layer.py): a core without a PiSSA residual
+        (plain LoRA init) has no generic expert."""
+        generic = any(layer.generic() is not None for layer in self.mole.layers.values())
+        return "the shared adapter and the generic expert" if generic else "the shared adapter only"
 
     def unload(self, lang: str) -> None:
         """Remove ``lang``'s expert from the model (if loaded)."""
