@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from hub_server import LocalHub
-from lsp_fixtures import PACK_REPO, tiny_world  # noqa: F401
+from lsp_fixtures import PACK_REPO, TinyWorld, tiny_world  # noqa: F401
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp.client import make_test_lsp_client
@@ -330,25 +330,54 @@ async def test_new_request_supersedes_the_running_one(srv):
     assert second is not None
 
 
-async def test_cancel_request_stops_the_generation(srv):
-    srv.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"mole": {"explainMaxNewTokens": 4096}}))
-    # Installed first: a download inside the generation would hold the state at "downloading".
-    await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]})
-    uri = srv.open("f.py", "python", "print(1)\n")
-    rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
-    n = len(srv.traces)
-    msg_id = "cancel-me"
-    pending = asyncio.ensure_future(srv.raw_request(
-        types.WORKSPACE_EXECUTE_COMMAND, {"command": protocol.CMD_EXPLAIN, "arguments": [{"uri": uri, "range": rng}]},
-        msg_id))
-    await until(lambda: srv.statuses and srv.statuses[-1]["state"] == "generating", what="generation start")
-    srv.cancel(msg_id)
-    with pytest.raises(JsonRpcException):
-        await pending
-    await until(lambda: any(t["kind"] == "explain" for t in srv.traces[n:]), what="trace")
-    t = [t for t in srv.traces[n:] if t["kind"] == "explain"][0]
-    assert t["stop_reason"] == "cancelled" and t["new_tokens"] < 4096
+def ring_world(root: Path) -> TinyWorld:
+    """A tiny base whose greedy output never loops: every layer adds nothing to the residual stream (zero
+    ``o_proj`` and ``down_proj``) and the output head maps each token to the next one of a ring through all
+    non-special tokens, so the output is that ring: a unit of ~400 tokens, far over the repetition
+    detector's 64 (engine/repetition.py). No packs: the server runs it base only."""
+    import torch
+    from helpers import make_tiny_llama
+    from lsp_fixtures import SPECIALS, make_tokenizer
+
+    tok = make_tokenizer()
+    model = make_tiny_llama(0, vocab_size=len(tok), hidden_size=64, bos_token_id=tok.bos_token_id,
+                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    special = set(tok.convert_tokens_to_ids(SPECIALS))  # end-of-turn tokens end a generation
+    ring = [i for i in range(len(tok)) if i not in special]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        head = torch.zeros_like(model.lm_head.weight)
+        head[ring[1:] + ring[:1]] = emb[ring]
+        model.lm_head.weight.copy_(head)
+        assert (torch.argmax(emb[ring] @ head.T, dim=1) == torch.tensor(ring[1:] + ring[:1])).all()
+    model.save_pretrained(root / "ring-base")
+    tok.save_pretrained(root / "ring-base")
+    return TinyWorld(root / "ring-base", root / "no-packs", "")
+
+
+async def test_cancel_request_stops_the_generation(cache):
+    # A long generation: the ring model writes explainMaxNewTokens tokens unless cancelled (the tiny
+    # world's model falls into a loop, and stops for repetition, within ~100 tokens).
+    world = ring_world(cache)
+    async with serving(None, cache, world, {**OPTIONS, "explainMaxNewTokens": 4096}, offline=True) as srv:
+        await until(lambda: any(s["state"] in ("ready", "error") for s in srv.statuses), what="model load")
+        uri = srv.open("f.py", "python", "print(1)\n")
+        rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
+        n = len(srv.traces)
+        msg_id = "cancel-me"
+        pending = asyncio.ensure_future(srv.raw_request(
+            types.WORKSPACE_EXECUTE_COMMAND,
+            {"command": protocol.CMD_EXPLAIN, "arguments": [{"uri": uri, "range": rng}]}, msg_id))
+        await until(lambda: srv.statuses and srv.statuses[-1]["state"] == "generating", what="generation start")
+        srv.cancel(msg_id)
+        with pytest.raises(JsonRpcException):
+            await pending
+        await until(lambda: any(t["kind"] == "explain" for t in srv.traces[n:]), what="trace")
+        t = [t for t in srv.traces[n:] if t["kind"] == "explain"][0]
+        assert t["stop_reason"] == "cancelled" and t["new_tokens"] < 4096
 
 
 @pytest.mark.parametrize("method,params,needle", [
