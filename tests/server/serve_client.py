@@ -1,6 +1,7 @@
 """A real ``python -m mole_lsp serve`` subprocess on the tiny world, driven by pytest-lsp's client, for the
-tests of the engine's life in the server (test_host_reload.py, test_idle_unload.py): it records every
-``mole/status`` and ``mole/trace`` and can send completions, commands and settings."""
+server tests (test_server.py, test_host_reload.py, test_idle_unload.py, test_remote_backend.py) and
+bench/bench_team.py: it records every ``mole/status`` and ``mole/trace`` and can send completions,
+commands and settings."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-async def until(cond, timeout: float = 60.0, what: str = "condition") -> None:
+async def until(cond, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         if asyncio.get_running_loop().time() > deadline:
@@ -39,13 +40,15 @@ async def until(cond, timeout: float = 60.0, what: str = "condition") -> None:
         await asyncio.sleep(0.02)
 
 
-def server_env(cache: Path, hub_url: str | None = None, **extra: str) -> dict[str, str]:
+def server_env(cache: Path, hub_url: str | None = None, offline: bool = False, **extra: str) -> dict[str, str]:
+    """The server's environment: this process's without HF_* and MOLE_*, the hub at ``hub_url`` (offline
+    without one, or with ``offline``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MOLE_"))}
     env.update(OMP_WAIT_POLICY="PASSIVE", MOLE_LSP_TRACE="1", HF_HOME=str(cache / "hf-home"),
                HF_HUB_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1", **extra)
     if hub_url is not None:
         env["HF_ENDPOINT"] = hub_url
-    else:
+    if hub_url is None or offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
 
@@ -68,22 +71,27 @@ class Served:
         def on_status(params: Any) -> None:
             self.statuses.append(plain(params))
 
-    async def start(self, options: dict[str, Any], process_id: int | None = None) -> None:
+    async def start(self, options: dict[str, Any], process_id: int | None = None) -> types.InitializeResult:
         cmd = [sys.executable, "-m", "mole_lsp", "serve", "--cache-dir", str(self.cache), "--threads", "1",
                *self.args]
         await self.client.start_io(*cmd, env=self.env)
         caps = types.ClientCapabilities(
             window=types.WindowClientCapabilities(work_done_progress=True),
             text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities()))
-        await self.client.initialize_session(types.InitializeParams(
+                inline_completion=types.InlineCompletionClientCapabilities(),
+                completion=types.CompletionClientCapabilities()))
+        return await self.client.initialize_session(types.InitializeParams(
             capabilities=caps, initialization_options=options, process_id=process_id))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 20) -> None:
+        """shutdown and exit; a server that has not exited within ``timeout`` is killed (and this raises)."""
+        server = self.client._server
         try:
-            if self.client._server is not None and self.client._server.returncode is None:
-                await asyncio.wait_for(self.client.shutdown_session(), 20)
+            if server is not None and server.returncode is None:
+                await asyncio.wait_for(self.client.shutdown_session(), timeout)
         finally:
+            if server is not None and server.returncode is None:
+                server.kill()
             await self.client.stop()
 
     def open(self, name: str, language_id: str, text: str) -> str:
@@ -92,12 +100,16 @@ class Served:
             text_document=types.TextDocumentItem(uri=uri, language_id=language_id, version=1, text=text)))
         return uri
 
+    async def inline(self, uri: str, line: int, character: int) -> types.InlineCompletionList | None:
+        """An invoked inline completion; returns its answer."""
+        return await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+
     async def complete(self, uri: str, line: int, character: int) -> dict[str, Any]:
         """An inline completion; returns the trace of the generation it ran."""
         n = len(self.traces)
-        await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+        await self.inline(uri, line, character)
         await until(lambda: len(self.traces) > n, 10, "the trace of the completion")
         return self.traces[-1]
 
@@ -122,5 +134,5 @@ class Served:
     def messages(self, needle: str) -> list[str]:
         return [m.message for m in self.client.messages if needle in m.message]
 
-    async def ready(self) -> None:
-        await until(lambda: any(s["state"] in ("ready", "error") for s in self.statuses), 60, "the model load")
+    async def ready(self, timeout: float = 60) -> None:
+        await until(lambda: any(s["state"] in ("ready", "error") for s in self.statuses), timeout, "the model load")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from hub_server import LocalHub
 from lsp_fixtures import PACK_REPO, TinyWorld, tiny_world  # noqa: F401
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp.client import make_test_lsp_client
+from serve_client import Served, server_env, until
 
 from mole_lsp.server import protocol
 
@@ -36,66 +34,14 @@ RS = "fn main() {\n    let x = 1;\n    "
 OPTIONS = {"debounceMs": 0, "maxNewTokens": 8, "explainMaxNewTokens": 8}  # initializationOptions of srv
 
 
-class Harness:
-    """One server subprocess and its client, plus what the server told us."""
+class Harness(Served):
+    """A server on the tiny world's base model and pack repo (served by ``hub``), plus what tests of its
+    own need: raw and cancelled requests, and the pack downloads the hub saw."""
 
-    def __init__(self, hub: LocalHub | None, cache: Path, world: Any, options: dict[str, Any],
-                 offline: bool = False) -> None:
-        self.hub, self.cache, self.world, self.options, self.offline = hub, cache, world, options, offline
-        self.traces: list[dict[str, Any]] = []
-        self.statuses: list[dict[str, Any]] = []
-        self.client = make_test_lsp_client()
-
-        @self.client.feature("mole/trace")
-        def on_trace(params: Any) -> None:
-            self.traces.append(_plain(params))
-
-        @self.client.feature(protocol.NOTIFY_STATUS)
-        def on_status(params: Any) -> None:
-            self.statuses.append(_plain(params))
-
-    async def start(self) -> types.InitializeResult:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MOLE_"))}
-        env.update(OMP_WAIT_POLICY="PASSIVE", MOLE_LSP_TRACE="1", HF_HOME=str(self.cache / "hf-home"),
-                   HF_HUB_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
-        if self.hub is not None:
-            env["HF_ENDPOINT"] = self.hub.url
-        if self.offline:
-            env["HF_HUB_OFFLINE"] = "1"
-        cmd = [sys.executable, "-m", "mole_lsp", "serve", "--base-model", str(self.world.base_dir),
-               "--pack-repo", PACK_REPO, "--cache-dir", str(self.cache), "--threads", "1"]
-        await self.client.start_io(*cmd, env=env)
-        caps = types.ClientCapabilities(
-            window=types.WindowClientCapabilities(work_done_progress=True, show_message=None),
-            text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities(),
-                completion=types.CompletionClientCapabilities(),
-            ),
-        )
-        return await self.client.initialize_session(
-            types.InitializeParams(capabilities=caps, initialization_options=self.options))
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.client.shutdown_session(), 20)
-        finally:
-            await self.client.stop()
-
-    def open(self, name: str, language_id: str, text: str) -> str:
-        uri = (self.cache / "docs" / name).as_uri()
-        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id=language_id, version=1, text=text)))
-        return uri
-
-    async def inline(self, uri: str, line: int, character: int) -> types.InlineCompletionList | None:
-        return await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
-
-    async def command(self, name: str, *args: Any) -> Any:
-        return await self.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=name, arguments=list(args)))
+    def __init__(self, hub: LocalHub | None, cache: Path, world: Any, offline: bool = False) -> None:
+        super().__init__(cache, ["--base-model", str(world.base_dir), "--pack-repo", PACK_REPO],
+                         server_env(cache, hub.url if hub else None, offline=offline))
+        self.hub, self.world = hub, world
 
     async def raw_request(self, method: str, params: Any, msg_id: str | None = None) -> Any:
         """Send a request exactly as given (no client-side typing), return the result or raise."""
@@ -121,30 +67,10 @@ async def _wrap(fut: Any) -> Any:
     return await fut
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "_asdict"):
-        return {k: _plain(v) for k, v in obj._asdict().items()}
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return {k: _plain(v) for k, v in vars(obj).items()}
-    return obj
-
-
 def installed_in_background(srv: Harness, lang: str) -> bool:
     """Whether a background download of ``lang``'s pack has ended installed (server/downloads.py)."""
     return any(r and r[-1].kind == "end" and f"{lang}: installed" in (r[-1].message or "")
                for r in list(srv.client.progress_reports.values()))
-
-
-async def until(cond, timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -180,8 +106,8 @@ def cache(tmp_path) -> Path:
 async def serving(hub: LocalHub | None, cache: Path, world: Any, options: dict[str, Any] | None = None,
                   offline: bool = False) -> AsyncIterator[Harness]:
     """A server of this test's own, stopped at the end."""
-    h = Harness(hub, cache, world, dict(options or OPTIONS), offline=offline)
-    h.init_result = await h.start()
+    h = Harness(hub, cache, world, offline=offline)
+    h.init_result = await h.start(dict(options or OPTIONS))
     try:
         yield h
     finally:
@@ -236,7 +162,7 @@ async def test_python_completion_uses_python_expert_and_downloads_lazily(hub, ca
         assert set(trace["routes"]) == {"python"} and 0 < trace["new_tokens"] <= 8
         assert srv.hub_expert_downloads() == {"python"}
         status = await srv.command(protocol.CMD_STATUS)
-        assert _plain(status)["activeExpert"] == "python" and _plain(status)["baseOnly"] is False
+        assert status["activeExpert"] == "python" and status["baseOnly"] is False
 
 
 async def test_rust_document_downloads_only_the_rust_folder(hub, cache, tiny_world):  # noqa: F811
@@ -270,7 +196,7 @@ async def test_status_names_the_document_its_languageid_and_expert(srv):
     # While generating, the active* fields still describe the previous (finished) generation.
     generating = [s for s in new if s["state"] == "generating"]
     assert generating and all(s["activeUri"] != uri for s in generating)
-    assert _plain(await srv.command(protocol.CMD_STATUS))["activeUri"] == uri
+    assert (await srv.command(protocol.CMD_STATUS))["activeUri"] == uri
 
     # The document's own languageId, the registry id, and null = the shared adapter (no shell pack).
     sh = srv.open("run.sh", "shellscript", "#!/bin/sh\nfor f in *; do\n  ")
@@ -295,7 +221,7 @@ async def test_completion_request_for_older_clients(srv):
 async def test_explain_uses_nl_adapter_and_code_expert(srv):
     uri = srv.open("c.py", "python", "def add(a, b):\n    return a + b\n")
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 2, "character": 0}}
-    out = _plain(await srv.command(protocol.CMD_EXPLAIN, {"uri": uri, "range": rng}))
+    out = await srv.command(protocol.CMD_EXPLAIN, {"uri": uri, "range": rng})
     assert isinstance(out["markdown"], str) and out["language"] == "python"
     trace = srv.generated("explain")[-1]
     assert trace["mode"] == "automated" and trace["routes"][0] == "nl"
@@ -304,12 +230,12 @@ async def test_explain_uses_nl_adapter_and_code_expert(srv):
 async def test_translate_uses_target_expert(srv):
     uri = srv.open("d.py", "python", "print('hi')\n")
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 1, "character": 0}}
-    out = _plain(await srv.command(protocol.CMD_TRANSLATE, {"uri": uri, "range": rng, "target": "rs"}))
+    out = await srv.command(protocol.CMD_TRANSLATE, {"uri": uri, "range": rng, "target": "rs"})
     assert out["language"] == "rust" and out["vscodeLanguageId"] == "rust" and isinstance(out["code"], str)
     trace = srv.generated("translate")[-1]
     assert trace["mode"] == "manual" and set(trace["routes"]) == {"rust"}
     # The status names the target's expert, so it names no document (d.py is not in Rust).
-    status = _plain(await srv.command(protocol.CMD_STATUS))
+    status = await srv.command(protocol.CMD_STATUS)
     assert (status["activeUri"], status["vscodeLanguageId"], status["activeLanguage"]) == (None, "rust", "rust")
     assert status["activeExpert"] == "rust"
 
@@ -397,7 +323,7 @@ async def test_malformed_params_get_errors_and_the_server_keeps_serving(srv, met
     with pytest.raises(JsonRpcException) as err:
         await srv.raw_request(method, params)
     assert needle in str(err.value)
-    status = _plain(await srv.command(protocol.CMD_STATUS))
+    status = await srv.command(protocol.CMD_STATUS)
     assert status["state"] in ("ready", "generating")
 
 
@@ -417,9 +343,9 @@ async def test_pack_commands(hub, cache, tiny_world):  # noqa: F811
     async with serving(hub, cache, tiny_world) as srv:
         # Python and Rust installed first, as after a session that used them.
         await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["python", "rust"]})
-        out = _plain(await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["js", "cobol"]}))
+        out = await srv.command(protocol.CMD_INSTALL_PACK, {"languages": ["js", "cobol"]})
         assert out["installed"] == ["javascript"] and "cobol" in out["errors"]
-        listing = _plain(await srv.command(protocol.CMD_LIST_PACKS))
+        listing = await srv.command(protocol.CMD_LIST_PACKS)
         assert listing["repo"] == PACK_REPO and listing["offline"] is False and len(listing["revision"]) == 40
         packs = {p["language"]: p for p in listing["packs"]}
         assert {"python", "rust", "javascript"} <= {k for k, p in packs.items() if p["installed"]}
@@ -427,7 +353,7 @@ async def test_pack_commands(hub, cache, tiny_world):  # noqa: F811
         assert packs["rust"]["vscodeLanguageIds"] == ["rust"]
         assert packs["javascript"]["vscodeLanguageIds"] == ["javascript", "javascriptreact"]
         assert all(isinstance(p["vscodeLanguageIds"], list) for p in listing["packs"])
-        out = _plain(await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]}))
+        out = await srv.command(protocol.CMD_REMOVE_PACK, {"languages": ["javascript"]})
         assert out == {"removed": ["javascript"], "errors": {}}
         assert not list(cache.rglob("experts/javascript/manifest.json"))
 
@@ -435,11 +361,11 @@ async def test_pack_commands(hub, cache, tiny_world):  # noqa: F811
 # -- a server on a cache that an earlier server filled --------------------------------------------------------
 async def test_offline_uses_cached_packs_only(hub, cache, tiny_world):  # noqa: F811
     async with serving(hub, cache, tiny_world) as online:
-        out = _plain(await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]}))
+        out = await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["python"]})
         assert out == {"installed": ["python"], "errors": {}}
     hub.clear_log()
-    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4}, offline=True)
-    await h.start()
+    h = Harness(hub, cache, tiny_world, offline=True)
+    await h.start({"debounceMs": 0, "maxNewTokens": 4})
     try:
         uri = h.open("h.py", "python", PY)
         await h.inline(uri, 3, 11)
@@ -458,15 +384,15 @@ async def test_offline_uses_cached_packs_only(hub, cache, tiny_world):  # noqa: 
 
 async def test_corrupted_cached_pack_is_refused_and_fetched_again(hub, cache, tiny_world):  # noqa: F811
     async with serving(hub, cache, tiny_world) as online:
-        out = _plain(await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["rust"]}))
+        out = await online.command(protocol.CMD_INSTALL_PACK, {"languages": ["rust"]})
         assert out == {"installed": ["rust"], "errors": {}}
     blob = next(p for p in cache.rglob("experts/rust/adapters.safetensors")).resolve()
     data = bytearray(blob.read_bytes())
     data[-10:] = b"\0" * 10
     blob.write_bytes(bytes(data))
     hub.clear_log()
-    h = Harness(hub, cache, tiny_world, {"debounceMs": 0, "maxNewTokens": 4})
-    await h.start()
+    h = Harness(hub, cache, tiny_world)
+    await h.start({"debounceMs": 0, "maxNewTokens": 4})
     try:
         await h.inline(h.open("j0.rs", "rust", RS), 2, 4)  # refused: the fallback, while it is fetched again
         await until(lambda: installed_in_background(h, "rust"), what="the rust pack download")
@@ -479,15 +405,14 @@ async def test_corrupted_cached_pack_is_refused_and_fetched_again(hub, cache, ti
 
 
 async def test_no_core_pack_means_base_only_said_once(tiny_world, tmp_path):  # noqa: F811
-    h = Harness(None, tmp_path, tiny_world, {"debounceMs": 0, "maxNewTokens": 3}, offline=True)
-    (tmp_path / "docs").mkdir()
-    await h.start()
+    h = Harness(None, tmp_path, tiny_world, offline=True)
+    await h.start({"debounceMs": 0, "maxNewTokens": 3})
     try:
         uri = h.open("k.py", "python", PY)
         await h.inline(uri, 3, 11)
         await h.inline(uri, 3, 11)
         assert set(h.generated("inline")[-1]["routes"]) == {"base"}
-        status = _plain(await h.command(protocol.CMD_STATUS))
+        status = await h.command(protocol.CMD_STATUS)
         assert status["baseOnly"] is True
         said = [m for m in h.client.messages if "base model only" in m.message]
         assert len(said) == 1
