@@ -12,10 +12,15 @@ the document, whose upstream stream is closed). Without ``--endpoint`` a llama-c
 (``python -m llama_cpp.server``) is started on loopback with a tiny F32 GGUF base and the GGUF adapters
 ``mole-lsp export`` wrote for it (one served name per route, as the export's README says).
 
-Reported: requests, answers with text, empty answers, errors, p50/p90/max latency of the answers
-(request to response, debounce included), completions the upstream server answered (its access log)
-and streams it stopped because the client went away (``Disconnected from client`` in its log: the
-superseded and cancelled requests, really cancelled upstream), and the load average.
+Reported: requests, answers with text, empty answers, errors, requests still unanswered when an editor
+stopped, p50/p90/max latency of the answers (request to response, debounce included), and the upstream
+side from the llama server's own log: completions it accepted (its access log), streams it stopped
+because the client went away (its ``Disconnected from client``). llama-cpp-python's server has no
+metrics endpoint, and a request whose client leaves while it waits for the model (the server runs one
+at a time) leaves no line, so the server started here is ``python -m llama_cpp.server`` run through
+:func:`serve_llama`, which also logs every generation the model starts and how it ends: ran to its
+end, or stopped early because its stream was closed, with the tokens streamed. The load average is
+sampled every 5 s during the run.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +92,10 @@ def start_llama_server(root: Path) -> tuple[subprocess.Popen, str, Path]:
     models += [{**common, "model_alias": f"tiny-{r}", "lora_path": str(out / r / gguf_file_name(r))}
                for r in (*LANGS, "nl", "code")]
     config = root / "llama-server.json"
+    # interrupt_requests off: a waiting request must not end the running stream (only our cancel may)
     config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models, "interrupt_requests": False}))
     log = root / "llama-server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-llama", str(config)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -100,14 +108,66 @@ def start_llama_server(root: Path) -> tuple[subprocess.Popen, str, Path]:
     raise SystemExit(f"the llama server did not start: {log.read_text()[-2000:]}")
 
 
-async def editor(n: int, url: str, cache: Path, args: argparse.Namespace, stats: dict[str, Any]) -> None:
+HOOK = "bench-team generation"  # the lines serve_llama writes to the llama server's log
+
+
+def serve_llama(config: str) -> None:
+    """``python -m llama_cpp.server --config_file CONFIG``, logging each streamed generation the model
+    starts (``HOOK started``) and how it ends (``HOOK finished|stopped tokens=N``): the generator is
+    closed (stopped) when the server drops a stream whose client went away."""
+    import llama_cpp
+    from llama_cpp.server.__main__ import main as server_main
+
+    call = llama_cpp.Llama.__call__
+
+    def say(line: str) -> None:  # one write: the server's worker threads and its access log share stdout
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def counted(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        n, finished = 0, False
+        say(f"{HOOK} started")
+        try:
+            for chunk in chunks:
+                n += 1  # the server streams one chunk per token
+                finished = finished or bool(chunk["choices"][0].get("finish_reason"))
+                yield chunk
+        finally:
+            say(f"{HOOK} {'finished' if finished else 'stopped'} tokens={n}")
+
+    def llama_call(self: Any, *a: Any, **kw: Any) -> Any:
+        out = call(self, *a, **kw)
+        return counted(out) if kw.get("stream") else out
+
+    llama_cpp.Llama.__call__ = llama_call  # the server looks it up per request
+    sys.argv = ["llama_cpp.server", "--config_file", config]
+    server_main()
+
+
+def upstream_counts(log: Path | None) -> dict[str, int]:
+    """What the llama server's log says so far."""
+    text = log.read_text(errors="replace") if log else ""
+    # found anywhere in a line: the server's threads may still write into each other's lines
+    hooks = re.findall(rf"{HOOK} (started|finished|stopped)(?: tokens=(\d+))?", text)
+    return {"accepted": text.count('"POST /v1/completions'), "disconnected": text.count("Disconnected from client"),
+            "started": sum(k == "started" for k, _ in hooks), "finished": sum(k == "finished" for k, _ in hooks),
+            "stopped": sum(k == "stopped" for k, _ in hooks),
+            "stopped_tokens": sum(int(n) for k, n in hooks if k == "stopped")}
+
+
+async def editor(n: int, url: str, cache: Path, args: argparse.Namespace, stats: dict[str, Any],
+                 starting: asyncio.Semaphore, eds: list[Any]) -> None:
+    """One editor: its server started, ``args.seconds`` of typing, its last answers awaited (run() stops
+    the servers, after the counts are taken)."""
     from serve_client import Served, server_env
 
     lang = LANGS[n % len(LANGS)]
     name, text = FILES[lang]
     ed = Served(cache, ["--backend", "openai", "--endpoint", url], server_env(cache))
-    await ed.start({"debounceMs": args.debounce_ms, "maxNewTokens": args.max_new_tokens})
-    await ed.ready()
+    eds.append(ed)
+    async with starting:  # 50 servers importing at once on 2 cores would each take minutes to load
+        await ed.start({"debounceMs": args.debounce_ms, "maxNewTokens": args.max_new_tokens})
+        await ed.ready(timeout=300)
     rng = random.Random(n)
     pending: set[asyncio.Task[None]] = set()
     uri = (cache / "docs" / name).as_uri()
@@ -157,8 +217,14 @@ async def editor(n: int, url: str, cache: Path, args: argparse.Namespace, stats:
         await asyncio.sleep(args.keystroke_ms / 1000 * rng.uniform(0.5, 1.5))
     if pending:
         await asyncio.wait(pending, timeout=30)
+    stats["unanswered"] += len(pending)
     stats["superseded"] += sum(1 for t in ed.traces if t.get("stop_reason") in ("superseded", "cancelled"))
-    await ed.stop()
+
+
+async def stop_all(eds: list[Any]) -> int:
+    """Stop every editor's server (killed when it has not exited in time); returns how many were killed."""
+    done = await asyncio.gather(*(ed.stop(timeout=120) for ed in eds), return_exceptions=True)
+    return sum(isinstance(r, BaseException) for r in done)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,39 +235,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         proc, url, log = start_llama_server(root)
 
-    def upstream() -> tuple[int, int]:
-        text = log.read_text(errors="replace") if log else ""
-        return text.count('"POST /v1/completions'), text.count("Disconnected from client")
-
     stats: dict[str, Any] = {"requests": 0, "empty": 0, "errors": 0, "error_kinds": {}, "latencies": [],
-                             "superseded": 0, "ready": 0, "start": asyncio.Event()}
-    tasks = [asyncio.ensure_future(editor(i, url, root / f"ed{i}", args, stats)) for i in range(args.editors)]
+                             "superseded": 0, "unanswered": 0, "ready": 0, "start": asyncio.Event()}
     for i in range(args.editors):
         (root / f"ed{i}").mkdir()
-    while stats["ready"] < args.editors:
-        if any(t.done() and t.exception() for t in tasks):
-            raise next(t.exception() for t in tasks if t.done() and t.exception())  # type: ignore[misc]
-        await asyncio.sleep(0.2)
-    posts0, dropped0 = upstream()
-    t0 = time.monotonic()
-    stats["start"].set()
-    await asyncio.gather(*tasks)
-    wall = time.monotonic() - t0
-    posts, dropped = upstream()
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
+    starting = asyncio.Semaphore(args.start_at_once)
+    eds: list[Any] = []
+    tasks = [asyncio.ensure_future(editor(i, url, root / f"ed{i}", args, stats, starting, eds))
+             for i in range(args.editors)]
+    try:
+        t_start = time.monotonic()
+        while stats["ready"] < args.editors:
+            if any(t.done() and t.exception() for t in tasks):
+                raise next(t.exception() for t in tasks if t.done() and t.exception())  # type: ignore[misc]
+            await asyncio.sleep(0.2)
+        startup = time.monotonic() - t_start
+        before = upstream_counts(log)
+        t0 = time.monotonic()
+        stats["start"].set()
+        loads: list[float] = []
+        run_all = asyncio.gather(*tasks)
+        while not run_all.done():
+            loads.append(os.getloadavg()[0])
+            await asyncio.wait([run_all], timeout=5)
+        await run_all
+        wall = time.monotonic() - t0
+        await asyncio.sleep(2)  # the server's last lines
+        after = upstream_counts(log)
+    finally:  # no server outlives the run, whatever happened
+        for t in tasks:
+            t.cancel()
+        killed = await stop_all(eds)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
     lat = sorted(stats["latencies"])
 
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else float("nan")
 
-    return {"editors": args.editors, "seconds": args.seconds, "wall_s": round(wall, 1),
+    return {"editors": args.editors, "seconds": args.seconds, "startup_s": round(startup, 1), "wall_s": round(wall, 1),
             "requests": stats["requests"], "answers": len(lat), "empty": stats["empty"], "errors": stats["errors"],
-            "error_kinds": stats["error_kinds"], "p50_ms": round(pct(0.5)), "p90_ms": round(pct(0.9)),
-            "max_ms": round(pct(1.0)), "mean_ms": round(statistics.mean(lat) * 1e3) if lat else None,
-            "superseded_or_cancelled": stats["superseded"], "upstream_completions": posts - posts0,
-            "upstream_streams_closed_by_client": dropped - dropped0, "load_avg": os.getloadavg()}
+            "unanswered": stats["unanswered"], "error_kinds": stats["error_kinds"], "p50_ms": round(pct(0.5)),
+            "p90_ms": round(pct(0.9)), "max_ms": round(pct(1.0)),
+            "mean_ms": round(statistics.mean(lat) * 1e3) if lat else None,
+            "superseded_or_cancelled": stats["superseded"], "servers_killed_at_stop": killed,
+            "upstream": {k: after[k] - before[k] for k in after},
+            "load_avg_1m": {"mean": round(statistics.mean(loads), 1) if loads else None,
+                            "max": round(max(loads), 1) if loads else None, "end": os.getloadavg()}}
 
 
 def approximation() -> dict[str, Any]:
@@ -262,9 +343,13 @@ def main() -> None:
     p.add_argument("--keystroke-ms", type=float, default=150)
     p.add_argument("--debounce-ms", type=int, default=150)
     p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--start-at-once", type=int, default=2, help="editors' servers starting at the same time")
+    p.add_argument("--serve-llama", metavar="CONFIG", help=argparse.SUPPRESS)  # the llama server process
     p.add_argument("--approximation", action="store_true", help="only measure how far a served adapter per "
                    "explanation segment is from per-position routing (tiny model)")
     args = p.parse_args()
+    if args.serve_llama:
+        return serve_llama(args.serve_llama)
     print(json.dumps(approximation() if args.approximation else asyncio.run(run(args)), indent=1))
 
 
