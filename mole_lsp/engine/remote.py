@@ -21,6 +21,11 @@ route is the bare base. The ``remoteModels`` setting maps routes to names explic
 ``llama-server`` serves one model and picks adapters per request (``"lora": [{"id", "scale"}]``): when
 ``GET /lora-adapters`` lists them, their file names (``mole-python-lora.gguf``) or folders name the routes.
 
+Degenerate repetition stops a stream as it stops the local decoder (``stop_reason == "repetition"``, the
+text before the loop plus one copy, :mod:`~mole_lsp.engine.repetition`): the detector counts each streamed
+piece as one token, which it is on llama-server and vLLM (one SSE event per token); the stream is closed
+there, so the server stops generating.
+
 Prompts: :func:`~mole_lsp.engine.prompts.completion_prompt` (and the explain/translate prompts) with the
 base model's tokenizer when it is on this machine (``baseModel``); without it a byte tokenizer stands in,
 so the completion prompt is the text before the cursor cut at a line start to ``3 * contextTokens``
@@ -47,6 +52,8 @@ from mole_lsp.engine.prompts import (
     explain_prompt,
     translate_prompt,
 )
+from mole_lsp.engine.repetition import STOP_REASON as REPETITION
+from mole_lsp.engine.repetition import RepetitionDetector
 from mole_lsp.errors import UserError
 from mole_lsp.lang.fence import NL, UNKNOWN, FenceParser
 from mole_lsp.lang.registry import Registry, load_registry
@@ -148,6 +155,23 @@ class Stream:
     def close(self) -> None:
         self._done.set()
         self._response.close()
+
+
+class LoopWatch:
+    """The repetition detector on a streamed answer: each streamed piece is one token (interned to an id:
+    equal text, equal id), so the rule's token counts are the server's tokens without a local tokenizer."""
+
+    def __init__(self) -> None:
+        self.detector = RepetitionDetector()
+        self.ends: list[int] = []  # len(text) after each piece, where a loop's cut falls
+        self.ids: dict[str, int] = {}
+
+    def push(self, text: str, piece: str) -> str | None:
+        """``text`` (which ends with ``piece``) cut to before its loop plus one copy of the loop's unit, when
+        it now ends in a loop; else None."""
+        self.ends.append(len(text))
+        loop = self.detector.push(self.ids.setdefault(piece, len(self.ids)))
+        return None if loop is None else loop.keep(text, self.ends)
 
 
 class RemoteError(RuntimeError):
@@ -302,18 +326,20 @@ class RemoteEngine:
         budget_s = multi_line_ms / 1e3 if multi_line_ms and not single else None
         stream = self._stream(model, text_in, max_new_tokens, ["\n"] if single else [], temperature, cancel)
         t_first = None
+        loops = LoopWatch()
         for piece in stream:
             t_first = t_first or time.perf_counter()
             text += piece
             n += 1
-            if "\n" in piece:
-                cut = completion_stop(text, prompt)
-                if cut is None and budget_s is not None and time.perf_counter() - t_first > budget_s:
-                    cut = text[: text.rfind("\n")], "time_budget"
-                if cut is not None:
-                    stream.close()
-                    text, reason = cut
-                    break
+            cut = completion_stop(text, prompt) if "\n" in piece else None
+            if cut is None and (kept := loops.push(text, piece)) is not None:
+                cut = kept, REPETITION
+            if cut is None and "\n" in piece and budget_s is not None and time.perf_counter() - t_first > budget_s:
+                cut = text[: text.rfind("\n")], "time_budget"
+            if cut is not None:
+                stream.close()
+                text, reason = cut
+                break
         else:
             reason = _reason(stream, cancel, single)
             if reason in ("max_tokens", "eos", "end_of_line") and not single:
@@ -334,6 +360,7 @@ class RemoteEngine:
         parser = FenceParser(self.registry)
         label = parser.feed(text_in)
         text, routes, labels, reason = "", [], [], "max_tokens"
+        loops = LoopWatch()  # over the whole answer, across segments
         switched = True
         while switched and len(labels) < max_new_tokens:
             model, _, route = self.model_for(label)
@@ -346,6 +373,10 @@ class RemoteEngine:
                 routes.append(route)
                 if (hit := _find_stop(text, piece, prompt.stop)) is not None:
                     text, reason = hit
+                    stream.close()
+                    break
+                if (kept := loops.push(text, piece)) is not None:
+                    text, reason = kept, REPETITION
                     stream.close()
                     break
                 if self.model_for(label)[0] != model:  # a fence opened or closed: next segment
@@ -372,11 +403,16 @@ class RemoteEngine:
         text, n = "", 0
         stream = self._stream(model, prompt.text or self._text(prompt), max_new_tokens, prompt.stop, 0.0, cancel)
         reason = "max_tokens"
+        loops = LoopWatch()
         for piece in stream:
             text += piece
             n += 1
             if (hit := _find_stop(text, piece, prompt.stop)) is not None:
                 text, reason = hit
+                stream.close()
+                break
+            if (kept := loops.push(text, piece)) is not None:
+                text, reason = kept, REPETITION
                 stream.close()
                 break
         else:

@@ -35,6 +35,7 @@ from mole_lsp.server.settings import validate
 LANGS = ("python", "rust")
 ROUTES = (*LANGS, "nl", SHARED)
 SEED = 21
+NONLOOP = "tiny-nonloop"  # served name of the ring base (ring_base): its output never loops
 
 
 def _gguf_base():
@@ -54,12 +55,13 @@ def _free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server --config_file`` with one model name per exported route."""
 
-    def __init__(self, root: Path, base: Path, adapters: dict[str, Path]) -> None:
+    def __init__(self, root: Path, base: Path, adapters: dict[str, Path], extra: dict[str, Path]) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         common = {"model": str(base), "n_ctx": 1024, "n_threads": 1, "n_batch": 64, "verbose": False}
         models = [{**common, "model_alias": "tiny-base"}]
         models += [{**common, "model_alias": f"tiny-{route}", "lora_path": str(path)} for route, path in adapters.items()]
+        models += [{**common, "model_alias": name, "model": str(path)} for name, path in extra.items()]
         config = root / "llama-server.json"
         config.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, "models": models,
                                       "interrupt_requests": False}))  # only a client going away stops a stream
@@ -114,6 +116,28 @@ def ascii_only(model, vocab: list[str]):
     return model
 
 
+def ring_base(vocab: list[str]):
+    """A tiny base whose greedy output is a ring through the printable ASCII tokens (95 > the repetition
+    detector's longest unit, 64): its layers add nothing to the residual stream (zero ``o_proj`` and
+    ``down_proj``) and the output head maps each ring token's embedding to the next token. A long
+    generation for the cancel tests (the random base falls into a loop within ~100 tokens)."""
+    import torch
+
+    model = make_tiny_llama(seed=SEED, vocab_size=len(vocab), hidden_size=64)
+    keep = {chr(b) for b in range(0x21, 0x7F)} | {"\u0120"}
+    ring = [i for i, tok in enumerate(vocab) if len(tok) == 1 and tok in keep]
+    nxt = ring[1:] + ring[:1]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[nxt] = emb[ring]
+        assert (torch.argmax(emb[ring] @ model.lm_head.weight.T, dim=1) == torch.tensor(nxt)).all()
+    return model
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     """A tiny GGUF base, its packs exported as GGUF adapters, and a llama server serving them."""
@@ -130,7 +154,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     out = root / "lora"
     export_packs_as_lora(repo / "core", {x: repo / "experts" / x for x in LANGS}, out, "gguf")
     adapters = {route: out / route / gguf_file_name(route) for route in ROUTES}
-    server = LlamaServer(root, gguf, adapters)
+    nonloop = gb.write_f32_gguf(root / "ring.gguf", ring_base(gb.tiny_gguf_vocab()))
+    server = LlamaServer(root, gguf, adapters, {NONLOOP: nonloop})
     yield root, gguf, adapters, server
     server.stop()
 
@@ -290,7 +315,6 @@ async def test_completion_takes_the_adapter_of_the_document_language(world, tmp_
         await s.stop()
 
 
-
 def _inline(uri: str, line: int, character: int) -> types.InlineCompletionParams:
     return types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
@@ -299,7 +323,9 @@ def _inline(uri: str, line: int, character: int) -> types.InlineCompletionParams
 
 async def test_cancel_and_supersede_close_the_stream_upstream(world, tmp_path):
     root, gguf, adapters, server = world
-    s = await served(tmp_path, server, by_settings=True, maxNewTokens=900, multiLineTimeMs=0)
+    # The python route served by the ring base (remoteModels): 900 tokens unless the stream is closed.
+    s = await served(tmp_path, server, by_settings=True, maxNewTokens=900, multiLineTimeMs=0,
+                     remoteModels={"python": NONLOOP})
     try:
         uri = s.open("long.py", "python", PY)
         # $/cancelRequest while the server streams: the stream is closed, the server stops generating.
@@ -338,3 +364,22 @@ def test_the_base_tokenizer_cuts_the_prompt_as_the_local_engine_does(world):
     text = engine.tokenizer.decode(prompt.ids)
     assert len(prompt.ids) <= 64 and len(text) < len(long) and long.endswith(text)
     assert result.text == direct(gguf, adapters["python"], text, 8) and result.expert == "python"
+
+
+def test_a_loop_stops_the_stream_upstream(world):
+    """The random base falls into loops: each answer stops with ``repetition``, its stream closed."""
+    root, gguf, adapters, server = world
+    engine = RemoteEngine(server.url)
+    dropped = server.dropped()
+    result = engine.complete(PY, "", "python", max_new_tokens=600)
+    assert result.stop_reason == "repetition" and result.new_tokens < 600
+    # The text before the loop plus one copy of its unit: a prefix of what llama.cpp writes on.
+    full = direct(gguf, adapters["python"], PY, 600)
+    assert full.startswith(result.text) and len(full) > len(result.text) + 20
+    deadline = time.monotonic() + 10
+    while server.dropped() == dropped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.dropped() == dropped + 1  # the server saw the stream closed and stopped generating
+    for other in (engine.explain("x = 1\n", "python", max_new_tokens=600),
+                  engine.translate("x = 1\n", "python", "rust", max_new_tokens=600)):
+        assert other.stop_reason == "repetition" and other.new_tokens < 600
