@@ -15,6 +15,7 @@ import {
   type PackInfo,
   type PackListParams,
   type RemovePackResult,
+  STOP_REPETITION,
   type ServerCommand,
   type TranslateParams,
   type TranslateResult,
@@ -234,7 +235,10 @@ export function explanationDocument(result: ExplainResult, fileName: string, ran
   const lines = first === lastLine ? `line ${first}` : `lines ${first}–${lastLine}`;
   const lang = result.language ? ` (${result.language})` : '';
   const body = (result.markdown ?? '').trim() || '_The server returned an empty explanation._';
-  return `# Explanation: \`${fileName.replace(/`/g, "'")}\`, ${lines}${lang}\n\n${body}\n`;
+  const note = result.stopReason === STOP_REPETITION
+    ? '\n\n> _The model began repeating itself: the explanation stops before the repeated part._'
+    : '';
+  return `# Explanation: \`${fileName.replace(/`/g, "'")}\`, ${lines}${lang}\n\n${body}${note}\n`;
 }
 
 /** The languageId to open a translation with; `known` is VS Code's language list. */

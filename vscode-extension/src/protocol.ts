@@ -43,10 +43,16 @@ export interface ExplainParams {
   range: LspRange;
 }
 
+/** `stopReason` of an answer cut because the model looped: it ends before the repeated part (the server
+ * also says so with window/showMessage). */
+export const STOP_REPETITION = 'repetition';
+
 export interface ExplainResult {
   markdown: string;
   /** Registry id of the explained code's language. */
   language: string;
+  /** Why the answer ended: `eos`, `stop`, `max_tokens`, `cancelled`, STOP_REPETITION, ... */
+  stopReason?: string;
 }
 
 export interface TranslateParams {
@@ -62,6 +68,8 @@ export interface TranslateResult {
   language: string;
   /** VS Code languageId to open the result with. */
   vscodeLanguageId: string;
+  /** Why the answer ended: `eos`, `stop`, `max_tokens`, `cancelled`, STOP_REPETITION, ... */
+  stopReason?: string;
 }
 
 export interface PackListParams {

@@ -242,6 +242,11 @@ describe('explanationDocument', () => {
     assert.match(explanationDocument({ markdown: 'x', language: 'go' }, 'a.go', range(4, 2, 4, 9)), /line 5 \(go\)/);
     assert.match(explanationDocument({ markdown: '  ', language: '' }, 'a', range(0, 0, 0, 1)), /empty explanation/);
   });
+  it('ends with a note when the answer stopped because the model repeated itself', () => {
+    const cut = explanationDocument({ markdown: 'It loops.', language: 'go', stopReason: 'repetition' }, 'a.go', range(0, 0, 1, 0));
+    assert.match(cut, /It loops\.\n\n> _.*repeating itself.*_\n$/);
+    assert.doesNotMatch(explanationDocument({ markdown: 'x', language: 'go', stopReason: 'eos' }, 'a.go', range(0, 0, 1, 0)), /repeating/);
+  });
 });
 
 describe('translationLanguageId', () => {
