@@ -223,3 +223,78 @@ def test_server_passes_the_backend_editor_setting_over_the_command_line() -> Non
     server.settings.update({"backend": "auto"})  # sent by the editor, even at its default: it wins
     assert server.host.config()["backend"] == "auto"
     assert create_server(Options(preload=False)).host.config()["backend"] == "auto"
+
+
+# -- merged routes (backends/merged_route.py): one-route requests on a GGUF with the route folded in ----------
+def _merged_engine(world: World, kv: bool = True) -> Engine:
+    e = world.engine("llamacpp", kv=kv)
+    e.backend.merge = True
+    return e
+
+
+def test_merged_route_gives_the_lora_paths_tokens_and_logits(world: World, floor: float) -> None:
+    lora, merged, t = world.engine("llamacpp", kv=False), _merged_engine(world, kv=False), world.engine("torch", kv=False)
+    for text, lang in ((DOC, "python"), (RUST, "rust")):
+        rl, rm, rt = _run((lora, merged, t), "complete", text, "", lang, max_new_tokens=12, context_tokens=256)
+        assert rm.routes == rl.routes == [lang] * len(rl.routes)
+        assert rm.text == rl.text
+        seq = merged.backend.seq_for([lang])
+        assert seq.route == lang and seq is not merged.backend.base  # it ran on the merged model
+        d_lora = _diff(lora, merged)
+        d, agree, n = _replay(t, merged)
+        print(f"merged {lang}: max |logit diff| vs LoRA path {d_lora:.2e}, vs torch {d:.2e} (floor {floor:.2e}), "
+              f"greedy agree {agree}/{n}")
+        assert d_lora <= 2 * floor and d <= 2 * floor
+        assert agree == n
+
+
+def test_merged_file_is_reused_and_a_damaged_one_rewritten(world: World, tmp_path: Path) -> None:
+    from mole_lsp.engine.backends.merged_route import merged_file
+
+    e = world.engine("torch")
+    e.ensure_expert("python")
+    factors = part_factors(e.mole, "python")
+    gguf = world.info.gguf_path
+    kw = {"n_head": 4, "n_head_kv": 2}
+    path = merged_file(gguf, "sha-a", factors, "python", tmp_path, **kw)
+    assert path is not None and path.stat().st_size == gguf.stat().st_size
+    stamp = path.stat().st_mtime_ns
+    assert merged_file(gguf, "sha-a", factors, "python", tmp_path, **kw) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not written again
+    good = path.read_bytes()
+    path.write_bytes(good[:-8] + b"\0" * 8)  # damaged: written again
+    assert merged_file(gguf, "sha-a", factors, "python", tmp_path, **kw) == path and path.read_bytes() == good
+    other = merged_file(gguf, "sha-b", factors, "python", tmp_path, **kw)  # another base: another file
+    assert other != path and other.read_bytes() == good
+
+
+def test_switching_languages_switches_merged_models(world: World) -> None:
+    merged, cold = _merged_engine(world), world.engine("llamacpp", kv=False)
+    b = merged.backend
+    seen = []
+    for text, lang in ((DOC, "python"), (DOC + "de", "python"), (RUST, "rust"), (DOC, "python")):
+        rm, rc = _run((merged, cold), "complete", text, "", lang, max_new_tokens=6, context_tokens=256)
+        assert rm.text == rc.text
+        seen.append((b.seq_for([lang]).route, rm.reused_tokens))
+    assert [route for route, _ in seen] == ["python", "python", "rust", "python"]
+    assert seen[1][1] > 0 and seen[2][1] == 0  # the KV cache is kept within a model, not across models
+    assert len(b._merged) == 1  # a bounded few merged models stay loaded (MAX_MERGED)
+    # a prompt mixing routes keeps the base model with adapters
+    rm, rc = _run((merged, cold), "generate", MIXED, mode="automated", max_new_tokens=6)
+    assert rm.text == rc.text and b.seq_for(["nl", "python"]) is b.base
+
+
+def test_output_leaving_the_merged_route_moves_to_the_base_context(world: World) -> None:
+    merged, lora = _merged_engine(world), world.engine("llamacpp", kv=False)
+    merged.ensure_expert("python")
+    lora.ensure_expert("python")
+    ids = merged.tokenizer(DOC, add_special_tokens=False)["input_ids"]
+    out = []
+    for e in (merged, lora):
+        logits, past = e.backend.forward(ids, ["python"] * len(ids), None)
+        first = past
+        logits2, past = e.backend.forward([int(logits.argmax())], ["nl"], past)
+        out.append((logits, logits2, first, past))
+    (m1, m2, mfirst, mpast), (l1, l2, _, _) = out
+    assert mfirst.route == "python" and mpast is merged.backend.base and mpast.routes[-1] == "nl"
+    assert int(m2.argmax()) == int(l2.argmax()) and float((m2 - l2).abs().max()) < 0.05

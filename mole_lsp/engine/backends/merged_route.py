@@ -1,0 +1,150 @@
+"""One route folded into a copy of the base GGUF, for llama.cpp decoding without LoRA.
+
+A LoRA adapter costs llama.cpp two extra products per adapted linear at every decode step whatever its
+rank (bench/bench_backends.py: the quick-start base decodes at 0.6x with one route adapter). A route that
+a whole request runs through (a completion: every position is the document language's code) can run on a
+model whose adapted weights are ``W + B A`` instead: the base tensor is dequantized with the ``gguf``
+package, the route's delta added in fp32 and the sum quantized back to the tensor's own type (so the file
+has the base's layout and size, and decodes at the bare base's speed). Requantizing ``W + delta`` is a new
+rounding the LoRA path does not have; bench/bench_backends.py measures what it costs.
+
+Files are cached under ``<cache>/gguf-merged/`` keyed by the sha256 of the route's factors (as loaded from
+the verified packs) and of the base GGUF file; each file's own sha256 is recorded beside it and checked
+before first use in a process, like a pack file: a damaged or modified file is written again. Only the
+:data:`KEEP` most recently used files are kept (each is as large as the base).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mole_lsp.engine.backends.lora_files import factors_sha256
+from mole_lsp.export.gguf_lora import _permute_rows, gguf_tensor_name
+from mole_lsp.io import atomic_write_json, read_json_object, sha256_file
+
+FORMAT = 1  # bump when the written files change for the same factors and base
+KEEP = 8  # merged files kept in the cache folder (least recently used go first)
+
+_verified: dict[Path, tuple[int, int, int]] = {}  # path -> (inode, size, mtime) checked in this process
+
+
+class MergeUnsupported(ValueError):
+    """The base GGUF has an adapted tensor of a type the ``gguf`` package cannot quantize (K-quants, IQ)."""
+
+
+def can_requantize(qtype: object) -> bool:
+    """Whether ``gguf.quants`` can write tensors of ``qtype`` (Q4_0/1, Q5_0/1, Q8_0, F16, BF16, F32: yes)."""
+    from gguf import quants
+    from gguf.constants import GGML_QUANT_SIZES
+
+    block = GGML_QUANT_SIZES[qtype][0]  # type: ignore[index]
+    try:
+        quants.quantize(np.zeros((1, block), dtype=np.float32), qtype)  # type: ignore[arg-type]
+    except NotImplementedError:
+        return False
+    return True
+
+
+def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+                 n_head: int | None, n_head_kv: int | None) -> None:
+    """Write ``base`` with ``W + B A`` in every tensor ``factors`` adapts (HF module -> (A [r, in], B [out, r])),
+    each requantized to its own type: the file keeps the base's metadata, layout and size, so the new
+    tensors are written in place over a copy."""
+    import gguf
+    from gguf import quants
+
+    reader = gguf.GGUFReader(str(base))
+    tensors = {t.name: t for t in reader.tensors}
+    plan = []
+    for module, (a, b) in factors.items():
+        name = gguf_tensor_name(module)
+        t = tensors.get(name)
+        if t is None:
+            raise ValueError(f"{base.name} has no tensor {name} for {module}")
+        if not can_requantize(t.tensor_type):
+            raise MergeUnsupported(f"{name} is {t.tensor_type.name}, which the gguf package cannot quantize")
+        delta = (b.double() @ a.double()).float().numpy()
+        for proj, heads in (("attn_q", n_head), ("attn_k", n_head_kv)):
+            if f".{proj}." in name:
+                if heads is None:
+                    raise ValueError(f"{module}: q/k deltas need n_head and n_head_kv (llama.cpp row order)")
+                delta = _permute_rows(delta, heads)
+        plan.append((t, delta))
+    shutil.copyfile(base, out)
+    with open(out, "r+b") as fh:
+        for t, delta in plan:
+            w = quants.dequantize(np.asarray(t.data), t.tensor_type)
+            if w.shape != delta.shape:
+                raise ValueError(f"{t.name}: base {w.shape} vs delta {delta.shape}")
+            data = quants.quantize((w.astype(np.float32) + delta).astype(np.float32), t.tensor_type)
+            if data.nbytes != t.n_bytes:
+                raise ValueError(f"{t.name}: requantized to {data.nbytes} bytes, the base has {t.n_bytes}")
+            fh.seek(t.data_offset)
+            fh.write(np.ascontiguousarray(data).tobytes())
+    del reader
+
+
+def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], route: str,
+                root: Path, *, n_head: int | None, n_head_kv: int | None) -> Path | None:
+    """The GGUF of ``base`` with ``route``'s factors folded in, under ``root``: written if missing or
+    damaged (atomically), reused otherwise. None: no factors."""
+    if not factors:
+        return None
+    key = factors_sha256(f"merged:{FORMAT}:{base_sha256}:{route}", factors)
+    path = root / f"{key[:32]}.gguf"
+    meta_path = path.with_suffix(".json")
+    if _good(path, meta_path, key):
+        st = path.stat()
+        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))  # most recently used (atime): kept by _prune
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=root)
+    os.close(fd)
+    try:
+        write_merged(base, Path(tmp), factors, n_head=n_head, n_head_kv=n_head_kv)
+        digest = sha256_file(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_json(meta_path, {"key": key, "route": route, "base_sha256": base_sha256, "sha256": digest},
+                      mode=0o644)
+    _verified[path] = _stat(path)
+    _prune(root, keep=path)
+    return path
+
+
+def _stat(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _good(path: Path, meta_path: Path, key: str) -> bool:
+    """The file is the one recorded for ``key`` (its sha256 checked once per process and file stats)."""
+    meta = read_json_object(meta_path)
+    if not meta or meta.get("key") != key or not path.is_file():
+        return False
+    stat = _stat(path)
+    if _verified.get(path) == stat:
+        return True
+    if sha256_file(path) != meta.get("sha256"):
+        return False
+    _verified[path] = stat
+    return True
+
+
+def _prune(root: Path, keep: Path) -> None:
+    files = sorted(root.glob("*.gguf"), key=lambda p: p.stat().st_atime_ns, reverse=True)
+    for old in files[KEEP:]:
+        if old != keep:
+            for p in (old, old.with_suffix(".json")):
+                p.unlink(missing_ok=True)
+            _verified.pop(old, None)
