@@ -12,9 +12,14 @@
    route labels) is replayed on the llama.cpp backend (teacher forcing), so every position compares the
    logits of the same context. Plus one automated prompt mixing prose and a fenced block (NL + expert).
    Reported: max and median |logit difference| and the share of positions whose greedy token agrees.
+   Both ways the llama.cpp backend runs a route: as one GGUF LoRA adapter on the base ("LoRA"), and, for a
+   request whose positions all take one route (the completions), on a copy of the base GGUF with the
+   route folded into its weights and requantized to each tensor's type ("merged", backends/merged_route.py;
+   the mixed prompt still takes the LoRA path there).
 3. Decode speed: tokens/s of single-token decodes after a ``--context``-token prompt, on the llama.cpp
-   backend with an expert active vs the same backend on the bare base (no adapters) vs llama-cpp-python's
-   own ``Llama.eval`` on the bare base.
+   backend with the python expert's route as a LoRA adapter and merged, vs the same backend on the bare
+   base (no adapters) vs llama-cpp-python's own ``Llama.eval`` on the bare base. Plus the merged file's
+   size, the time to write it (once per route content) and to load it.
 
 The machine may be shared: the load average is printed with the results.
 """
@@ -79,13 +84,18 @@ def synthetic_packs(info: Any, out: Path) -> Path:
     return out
 
 
-def engine(info: Any, backend: str, packs: Path | None, threads: int | None) -> Engine:
+def engine(info: Any, backend: str, packs: Path | None, threads: int | None, merge_dir: Path | None = None) -> Engine:
+    """An engine without KV reuse; ``merge_dir``: the llama.cpp backend runs one-route requests merged."""
     model, tok = load_base_model(info)
     e = Engine(model, tok, packs=FolderPacks(packs) if packs else None, base=info.identity(), info=info,
                backend=backend, auto_install=False, threads=threads)
     e.kv.max_bytes = 0
     if e.backend.name != backend:
         raise SystemExit(f"{backend} backend unavailable: {e.backend_reason}")
+    if backend == "llamacpp":
+        e.backend.merge = merge_dir is not None
+        if merge_dir is not None:
+            e.backend.merge_dir = merge_dir
     e.calls = []
     inner = e.decoder.forward
 
@@ -111,19 +121,27 @@ def requests(cursors: int, context: int, tokens: int) -> list[tuple[str, tuple, 
     return out
 
 
-def compare(t: Engine, c: Engine, reqs: list) -> dict[str, float]:
+def reference_calls(t: Engine, reqs: list) -> list[list[tuple]]:
+    """The torch engine's forward calls (ids, labels, logits) of each request, greedy."""
+    out = []
+    for method, args, kw in reqs:
+        t.calls.clear()
+        getattr(t, method)(*args, **kw)
+        out.append(list(t.calls))
+    return out
+
+
+def compare(ref: list[list[tuple]], c: Engine, reqs: list) -> dict[str, float]:
     """Teacher-forced comparison of every position (see the module docstring)."""
     diffs: list[float] = []
     agree = n = 0
-    for method, args, kw in reqs:
-        t.calls.clear()
+    for (method, args, kw), calls in zip(reqs, ref, strict=True):
         getattr(c, method)(*args, **{**kw, "max_new_tokens": 1})  # the llama engine loads the same experts
-        getattr(t, method)(*args, **kw)
         past = None
-        for i, (ids, labels, ref) in enumerate(t.calls):
+        for i, (ids, labels, want) in enumerate(calls):
             logits, past = c.backend.forward(ids, labels, None if i == 0 else past)
-            diffs.append(float((logits - ref).abs().max()))
-            agree += int(logits.argmax()) == int(ref.argmax())
+            diffs.append(float((logits - want).abs().max()))
+            agree += int(logits.argmax()) == int(want.argmax())
             n += 1
     return {"positions": n, "max": max(diffs), "median": statistics.median(diffs), "agree": agree / n}
 
@@ -133,16 +151,16 @@ def backend_decoder(c: Engine, lang: str | None, prompt: list[int], n: int) -> C
     label = lang or "unknown"
     if lang:
         c.ensure_expert(lang)
-    logits, _ = c.backend.forward(prompt, [label] * len(prompt), None)
-    state = {"tok": int(logits.argmax())}
+    logits, past = c.backend.forward(prompt, [label] * len(prompt), None)
+    state = {"tok": int(logits.argmax()), "past": past}
 
     def run() -> float:
-        tok = state["tok"]
+        tok, past = state["tok"], state["past"]
         t0 = time.perf_counter()
         for _ in range(n):
-            logits, _ = c.backend.forward([tok], [label], c.backend)
+            logits, past = c.backend.forward([tok], [label], past)
             tok = int(logits.argmax())
-        state["tok"] = tok
+        state["tok"], state["past"] = tok, past
         return n / (time.perf_counter() - t0)
 
     return run
@@ -193,21 +211,28 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-backends-"))
     packs = args.packs or synthetic_packs(info, work / "packs")
     reqs = requests(args.cursors, args.context, args.tokens)
-    rows = []
+    merged = engine(info, "llamacpp", packs, threads, merge_dir=work / "merged")
+    merged.ensure_expert("python")
+    t0 = time.perf_counter()
+    path = merged.backend.merged_path("python")
+    if path is None:
+        raise SystemExit(f"the python route cannot be merged: {merged.backend.merge_off}")
+    write_s = time.perf_counter() - t0
+    variants = {"bare base": [("", None)], "with adapters": [(", LoRA", None), (", merged", work / "merged")]}
     for name, p in (("bare base", None), ("with adapters", packs)):
-        c = engine(info, "llamacpp", p, threads)
         if args.speed_only:
-            continue
-        t = engine(info, "torch", p, threads)
-        r = compare(t, c, reqs)
-        rows.append((name, r))
-        print(f"{name:<14} positions {r['positions']:>4}  max|dlogit| {r['max']:.3f}  median {r['median']:.3f}  "
-              f"greedy agree {100 * r['agree']:.1f}%", flush=True)
-        del t
-    prompt = c.tokenizer(source("python"), add_special_tokens=False)["input_ids"][: args.context]
-    bare = engine(info, "llamacpp", None, threads)
+            break
+        ref = reference_calls(engine(info, "torch", p, threads), reqs)
+        for suffix, merge_dir in variants[name]:
+            c = merged if merge_dir is not None else engine(info, "llamacpp", p, threads)
+            r = compare(ref, c, reqs)
+            print(f"{name + suffix:<22} positions {r['positions']:>4}  max|dlogit| {r['max']:.3f}  "
+                  f"median {r['median']:.3f}  greedy agree {100 * r['agree']:.1f}%", flush=True)
+    prompt = merged.tokenizer(source("python"), add_special_tokens=False)["input_ids"][: args.context]
+    bare, lora = engine(info, "llamacpp", None, threads), engine(info, "llamacpp", packs, threads)
     runs = {"llama.cpp backend, bare base": backend_decoder(bare, None, prompt, args.decode),
-            "llama.cpp backend, python expert": backend_decoder(c, "python", prompt, args.decode),
+            "llama.cpp backend, python LoRA": backend_decoder(lora, "python", prompt, args.decode),
+            "llama.cpp backend, python merged": backend_decoder(merged, "python", prompt, args.decode),
             "llama-cpp-python Llama.eval, bare": llama_eval_decoder(args.gguf, prompt, args.decode, threads,
                                                                     args.reps)}
     speeds = dict.fromkeys(runs, 0.0)
@@ -216,13 +241,21 @@ def main() -> None:
             speeds[k] = max(speeds[k], run())
     for k, v in speeds.items():
         print(f"{k:<36} {v:6.1f} tok/s (best of {args.reps})")
-    expert = speeds["llama.cpp backend, python expert"]
-    print(f"expert / backend bare: {expert / speeds['llama.cpp backend, bare base']:.2f}   "
-          f"expert / Llama.eval bare: {expert / speeds['llama-cpp-python Llama.eval, bare']:.2f}")
+    bare_speed = speeds["llama.cpp backend, bare base"]
+    for k in ("python LoRA", "python merged"):
+        got = speeds[f"llama.cpp backend, {k}"]
+        print(f"{k} / backend bare: {got / bare_speed:.2f}   "
+              f"{k} / Llama.eval bare: {got / speeds['llama-cpp-python Llama.eval, bare']:.2f}")
+    b = merged.backend
+    for seq in list(b._merged.values()):  # load the merged model again, cold for llama.cpp (warm page cache)
+        seq.close(model=True)
+    b._merged.clear()
+    b.seq_for(["python"])
+    print(f"merged file: {path.stat().st_size / 2**20:.1f} MiB (base {args.gguf.stat().st_size / 2**20:.1f} MiB), "
+          f"written in {write_s:.1f} s (once per route content), loaded in {1e3 * (b.merge_load_s or 0):.0f} ms")
     print(f"threads {threads}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"context {len(prompt)} tokens, packs {'given' if args.packs else 'synthetic'}, "
           f"adapters {llamacpp.LORA_DTYPE}")
-
 
 if __name__ == "__main__":
     main()

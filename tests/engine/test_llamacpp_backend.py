@@ -228,7 +228,7 @@ def test_server_passes_the_backend_editor_setting_over_the_command_line() -> Non
 # -- merged routes (backends/merged_route.py): one-route requests on a GGUF with the route folded in ----------
 def _merged_engine(world: World, kv: bool = True) -> Engine:
     e = world.engine("llamacpp", kv=kv)
-    e.backend.merge = True
+    e.backend.merge = e.backend.merge_wait = True  # waits for a route's file (not written in the background)
     return e
 
 
@@ -298,3 +298,20 @@ def test_output_leaving_the_merged_route_moves_to_the_base_context(world: World)
     (m1, m2, mfirst, mpast), (l1, l2, _, _) = out
     assert mfirst.route == "python" and mpast is merged.backend.base and mpast.routes[-1] == "nl"
     assert int(m2.argmax()) == int(l2.argmax()) and float((m2 - l2).abs().max()) < 0.05
+
+
+def test_a_missing_merged_file_is_written_in_the_background(world: World, tmp_path: Path) -> None:
+    import threading
+
+    e = world.engine("llamacpp")
+    b = e.backend
+    b.merge, b.merge_dir = True, tmp_path
+    gate = threading.Event()
+    b._writer.submit(gate.wait, 30)  # the writer is busy: the file cannot be ready during the first request
+    r1 = e.complete(DOC, "", "python", max_new_tokens=4, context_tokens=256)
+    assert b.seq_for(["python"]) is b.base and not list(tmp_path.glob("*.gguf"))  # the LoRA path meanwhile
+    gate.set()
+    b._writing["python"].result(timeout=60)
+    r2 = e.complete(DOC, "", "python", max_new_tokens=4, context_tokens=256)
+    assert b.seq_for(["python"]).route == "python" and len(list(tmp_path.glob("*.gguf"))) == 1
+    assert r2.text == r1.text and r2.reused_tokens == 0  # another model: its own (empty) KV cache

@@ -26,6 +26,7 @@ import ctypes
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,11 @@ class LlamaCppBackend(Backend):
         self.merge = merge
         self.merge_dir = merge_dir or lora_dir.parent / "gguf-merged"
         self.merge_off: str | None = None  # why routes cannot be merged into this base, once found
+        # Whether a request waits for its route's merged file to be written (seconds, once per route
+        # content); else it runs with the LoRA adapter while the file is written in the background.
+        self.merge_wait = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mole-merge")
+        self._writing: dict[str, Future[Path | None]] = {}
         self.heads = (n_head, n_head_kv)
         self._mparams = llama_cpp.llama_model_default_params()
         model = _internals.LlamaModel(path_model=str(gguf), params=self._mparams, verbose=False)
@@ -187,6 +193,7 @@ class LlamaCppBackend(Backend):
         if self._epoch != self.experts.epoch:
             self._drop_adapters()
             self._merged_files.clear()
+            self._writing.clear()  # a file being written for the old weights is finished, not used
             self._epoch = self.experts.epoch
 
     def _plan(self, route: str) -> tuple[tuple[Any, ...], tuple[float, ...]]:
@@ -223,25 +230,43 @@ class LlamaCppBackend(Backend):
         self._active = None
 
     # -- merged routes --------------------------------------------------------------------------------------
-    def merged_path(self, route: str) -> Path | None:
-        """``route``'s merged GGUF (written on first use), or None: not mergeable (no adapters, a base
-        tensor type the gguf package cannot quantize: ``merge_off`` says why)."""
+    def merged_path(self, route: str, wait: bool = True) -> Path | None:
+        """``route``'s merged GGUF, or None: not mergeable (no adapters; a base tensor type the gguf package
+        cannot quantize: ``merge_off`` says why) or, unless ``wait``, being written in the background."""
         self._check_epoch()
-        if route not in self._merged_files:
-            path = None
-            if self.experts.mole is not None and route != ROUTE_BASE and self.merge_off is None:
-                if self._gguf_sha is None:
-                    self._gguf_sha = sha256_file(self.gguf)
-                try:
-                    path = merged_file(self.gguf, self._gguf_sha, self._route_factors(route), route,
-                                       self.merge_dir, n_head=self.heads[0], n_head_kv=self.heads[1])
-                except MergeUnsupported as e:
-                    self.merge_off = f"routes run as LoRA adapters: {e}"
-            self._merged_files[route] = path
-        return self._merged_files[route]
+        if route in self._merged_files:
+            return self._merged_files[route]
+        job = self._writing.get(route)
+        if job is None:
+            factors = self._route_factors(route) if self.experts.mole is not None and route != ROUTE_BASE \
+                and self.merge_off is None else {}
+            if not factors:
+                self._merged_files[route] = None
+                return None
+            if self._gguf_sha is None:
+                self._gguf_sha = sha256_file(self.gguf)
+            args = (self.gguf, self._gguf_sha, factors, route, self.merge_dir)
+            kw = {"n_head": self.heads[0], "n_head_kv": self.heads[1]}
+            path = merged_file(*args, **kw, write=False)
+            if path is not None:
+                self._merged_files[route] = path
+                return path
+            job = self._writing[route] = self._writer.submit(merged_file, *args, **kw)
+        if not (wait or job.done()):
+            return None  # being written: the LoRA adapter meanwhile
+        del self._writing[route]
+        path = None
+        try:
+            path = job.result()
+        except MergeUnsupported as e:
+            self.merge_off = f"routes run as LoRA adapters: {e}"
+        except OSError:  # e.g. a full disk: the route keeps its LoRA adapter until its weights change
+            pass
+        self._merged_files[route] = path
+        return path
 
     def _merged_seq(self, route: str) -> _Seq | None:
-        path = self.merged_path(route)
+        path = self.merged_path(route, wait=self.merge_wait)
         if path is None:
             return None
         seq = self._merged.get(path)
@@ -317,6 +342,7 @@ class LlamaCppBackend(Backend):
         return torch.from_numpy(logits), seq
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True, cancel_futures=True)
         self._drop_adapters()
         for seq in self._merged.values():
             seq.close(model=True)

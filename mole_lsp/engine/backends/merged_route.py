@@ -92,9 +92,9 @@ def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, t
 
 
 def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], route: str,
-                root: Path, *, n_head: int | None, n_head_kv: int | None) -> Path | None:
+                root: Path, *, n_head: int | None, n_head_kv: int | None, write: bool = True) -> Path | None:
     """The GGUF of ``base`` with ``route``'s factors folded in, under ``root``: written if missing or
-    damaged (atomically), reused otherwise. None: no factors."""
+    damaged (atomically), reused otherwise. None: no factors, or not there yet and not ``write``."""
     if not factors:
         return None
     key = factors_sha256(f"merged:{FORMAT}:{base_sha256}:{route}", factors)
@@ -104,6 +104,8 @@ def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Ten
         st = path.stat()
         os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))  # most recently used (atime): kept by _prune
         return path
+    if not write:
+        return None
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=root)
     os.close(fd)
