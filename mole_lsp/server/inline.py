@@ -103,6 +103,8 @@ async def complete_at(ls: MoleServer, uri: str, position: types.Position, kind: 
 
         def run(engine, token):  # on the model thread
             engine.kv.max_bytes = s.kvCacheMB << 20
+            if hasattr(engine.backend, "merge"):  # the llamacpp backend (engine/backends/merged_route.py)
+                engine.backend.merge = s.llamacppMerge
             return engine.complete(prefix, suffix, language, max_new_tokens=s.maxNewTokens,
                                    context_tokens=s.contextTokens, cancel=token, cache_key=uri,
                                    multi_line_ms=s.multiLineTimeMs or None)

@@ -55,6 +55,8 @@ class World:
         e = Engine(model, tok, packs=FolderPacks(self.packs) if packs else None, base=self.info.identity(),
                    info=self.info, backend=backend, auto_install=False)
         assert e.backend.name == backend, e.backend_reason
+        if backend == "llamacpp":
+            e.backend.merge = False  # routes as LoRA adapters; merged routes: _merged_engine
         if not kv:
             e.kv.max_bytes = 0
         e.seen, e.calls = [], []
@@ -315,3 +317,50 @@ def test_a_missing_merged_file_is_written_in_the_background(world: World, tmp_pa
     r2 = e.complete(DOC, "", "python", max_new_tokens=4, context_tokens=256)
     assert b.seq_for(["python"]).route == "python" and len(list(tmp_path.glob("*.gguf"))) == 1
     assert r2.text == r1.text and r2.reused_tokens == 0  # another model: its own (empty) KV cache
+
+
+def test_a_merged_context_that_fills_up_moves_to_the_base_context(world: World, floor: float,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mole_lsp.engine.backends import llamacpp
+
+    monkeypatch.setattr(llamacpp, "MERGED_CTX", 64)
+    e = world.engine("torch")
+    e.ensure_expert("python")
+    lora, merged = (llamacpp.LlamaCppBackend(world.info.gguf_path, e.experts, lora_dir=world.cache / "gguf-lora",
+                                             n_ctx=1024, n_head=4, n_head_kv=2, merge=m) for m in (False, True))
+    merged.merge_wait = True
+    ids = e.tokenizer("def f(x):\n    return", add_special_tokens=False)["input_ids"]
+    assert len(ids) < 32
+    logits, past = lora.forward(ids, ["python"] * len(ids), None)
+    want, fed = [logits], []
+    while len(ids) + len(fed) < 300:  # the LoRA path's greedy tokens, fed to both
+        fed.append(int(logits.argmax()))
+        logits, past = lora.forward(fed[-1:], ["python"], past)
+        want.append(logits)
+    logits, past = merged.forward(ids, ["python"] * len(ids), None)
+    got, seqs = [logits], [past]
+    for tok in fed:
+        logits, past = merged.forward([tok], ["python"], past)
+        got.append(logits)
+        seqs.append(past)
+    assert seqs[0].route == "python" and seqs[0].n_ctx < merged.n_ctx  # llama.cpp rounds it up to 256
+    assert seqs[seqs[0].n_ctx - len(ids)] is seqs[0] and seqs[-1] is merged.base
+    diffs = [float((g - w).abs().max()) for g, w in zip(got, want, strict=True)]
+    cut = seqs.index(merged.base)
+    print(f"merged part: max {max(diffs[:cut]):.2e} median {sorted(diffs[:cut])[cut // 2]:.2e}; "
+          f"moved to the base: max {max(diffs[cut:]):.2e}")
+    assert sorted(diffs[:cut])[cut // 2] <= 2 * floor  # the requantized weights: at the floor
+    assert max(diffs[cut:]) < 1e-3  # after the move: the LoRA path's own computation
+    merged.close()
+    lora.close()
+
+
+def test_merge_setting_is_validated_and_defaults_as_the_backend() -> None:
+    from mole_lsp.engine.backends import llamacpp
+    from mole_lsp.server.protocol import SETTINGS
+    from mole_lsp.server.settings import RELOAD, validate
+
+    assert SETTINGS["llamacppMerge"][1] is llamacpp.MERGE
+    assert validate("llamacppMerge", False) == (False, None)
+    assert validate("llamacppMerge", "yes")[0] is None
+    assert "llamacppMerge" not in RELOAD  # applied per completion, no reload

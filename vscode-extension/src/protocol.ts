@@ -181,6 +181,7 @@ export interface ServerSettings {
   debounceMs?: number;
   kvCacheMB?: number;
   multiLineTimeMs?: number;
+  llamacppMerge?: boolean;
   reuseSuggestions?: boolean;
   enable?: Record<string, boolean>;
   offline?: boolean;
@@ -207,6 +208,7 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   debounceMs: 150,
   kvCacheMB: 256,
   multiLineTimeMs: 1000,
+  llamacppMerge: true,
   reuseSuggestions: true,
   enable: { '*': true },
   offline: false,

@@ -30,6 +30,7 @@ export const SERVER_SETTING_SPECS: { readonly [K in ServerSettingName]-?: Spec }
   debounceMs: { kind: 'int', min: 0, max: 5000 },
   kvCacheMB: { kind: 'int', min: 0, max: 65536 },
   multiLineTimeMs: { kind: 'int', min: 0, max: 60000 },
+  llamacppMerge: { kind: 'bool' },
   reuseSuggestions: { kind: 'bool' },
   enable: { kind: 'enableMap' },
   offline: { kind: 'bool' },

@@ -43,6 +43,8 @@ N_BATCH = 512
 LORA_DTYPE = "f32"  # the adapters' tensor type; f16 measured no faster (the cost is llama.cpp's extra graph nodes per linear, not the bytes)
 MAX_CTX = 8192
 MAX_MERGED = 1  # merged models kept loaded: each costs a model as large as the base plus its own KV cache
+MERGED_CTX = 4096  # a merged model's context (a completion's prompt and output); longer ones move to the base
+MERGE = True  # merged routes by default (the llamacppMerge setting): bench/RESULTS.md "bench_backends"
 
 
 def available() -> bool:
@@ -60,6 +62,7 @@ class _Seq:
 
     def __init__(self, model: Any, ctx: Any, batch: Any, route: str | None = None) -> None:
         self.model, self.ctx, self.batch, self.route = model, ctx, batch, route
+        self.n_ctx = ctx.n_ctx()
         self.ids: list[int] = []
         self.routes: list[str] = []
 
@@ -96,7 +99,7 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, gguf: Path, experts: ExpertManager, *, lora_dir: Path, n_ctx: int | None = None,
                  threads: int | None = None, n_head: int | None = None, n_head_kv: int | None = None,
-                 merge: bool = False, merge_dir: Path | None = None) -> None:
+                 merge: bool = MERGE, merge_dir: Path | None = None) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
@@ -119,14 +122,8 @@ class LlamaCppBackend(Backend):
         self.heads = (n_head, n_head_kv)
         self._mparams = llama_cpp.llama_model_default_params()
         model = _internals.LlamaModel(path_model=str(gguf), params=self._mparams, verbose=False)
-        threads = threads or torch.get_num_threads()
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx or min(model.n_ctx_train(), MAX_CTX)
-        cparams.n_batch = cparams.n_ubatch = N_BATCH
-        cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.no_perf = True
-        self._cparams = cparams
-        self.base = self._open(model)
+        self._threads = threads or torch.get_num_threads()
+        self.base = self._open(model, n_ctx=n_ctx or min(model.n_ctx_train(), MAX_CTX))
         self.n_ctx = self.base.ctx.n_ctx()
         self.n_vocab = model.n_vocab()
         self.stamp: Hashable = None  # the weights behind the routes (the KV store's stamp)
@@ -140,8 +137,13 @@ class LlamaCppBackend(Backend):
         self.merge_load_s: float | None = None  # seconds the last merged model took to load
         self.kv = _SingleSequence(self)
 
-    def _open(self, model: Any, route: str | None = None) -> _Seq:
-        ctx = self._internals.LlamaContext(model=model, params=self._cparams, verbose=False)
+    def _open(self, model: Any, route: str | None = None, n_ctx: int | None = None) -> _Seq:
+        params = self._ll.llama_context_default_params()
+        params.n_ctx = n_ctx or min(self.n_ctx, MERGED_CTX)
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_threads = params.n_threads_batch = self._threads
+        params.no_perf = True
+        ctx = self._internals.LlamaContext(model=model, params=params, verbose=False)
         return _Seq(model, ctx, self._internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False),
                     route)
 
@@ -286,7 +288,7 @@ class LlamaCppBackend(Backend):
         """The context a request whose prompt takes ``routes`` starts in: the merged model of its one route,
         else the base with adapters."""
         route = routes[0] if routes else ROUTE_BASE
-        if not self.merge or route == ROUTE_BASE or any(r != route for r in routes):
+        if not self.merge or route == ROUTE_BASE or len(routes) >= MERGED_CTX // 2 or any(r != route for r in routes):
             return self.base
         return self._merged_seq(route) or self.base
 
@@ -328,8 +330,8 @@ class LlamaCppBackend(Backend):
             if seq is None:
                 seq = self.seq_for(routes)
                 seq.trim(0)
-            elif seq.route is not None and any(r != seq.route for r in routes):
-                seq = self._to_base(seq)  # the output left the merged route (a fence opened)
+            elif seq.route is not None and (len(seq.ids) + len(ids) > seq.n_ctx or any(r != seq.route for r in routes)):
+                seq = self._to_base(seq)  # the output left the merged route (a fence opened) or its context
             if len(seq.ids) + len(ids) > self.n_ctx:
                 raise ValueError(f"{len(seq.ids) + len(ids)} positions exceed the llama.cpp context ({self.n_ctx})")
             self._decode(seq, ids, routes)
