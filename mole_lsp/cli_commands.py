@@ -28,7 +28,13 @@ def server_options(args: argparse.Namespace) -> Any:
                    cache_dir=args.cache_dir, device=args.device, offline=args.offline, threads=args.threads,
                    backend=args.backend, endpoint=getattr(args, "endpoint", None),
                    api_key=getattr(args, "api_key", None),
-                   preload=not getattr(args, "no_preload", False))
+                   preload=not getattr(args, "no_preload", False), llamacpp_merge=_merge_option(args))
+
+
+def _merge_option(args: argparse.Namespace) -> bool | None:
+    """``--llamacpp-merge on|off`` as a bool (None: not given)."""
+    value = getattr(args, "llamacpp_merge", None)
+    return None if value is None else value == "on"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,9 +83,12 @@ def _progress_bar() -> Any:
 def _engine(args: argparse.Namespace) -> Any:
     from mole_lsp.engine.engine import Engine
 
-    return Engine.from_spec(args.base_model, cache_dir=args.cache_dir, pack_repo=args.pack_repo,
-                            revision=args.revision, offline=args.offline, device=args.device or "auto",
-                            progress=_progress_bar(), threads=args.threads, backend=args.backend or "auto")
+    engine = Engine.from_spec(args.base_model, cache_dir=args.cache_dir, pack_repo=args.pack_repo,
+                              revision=args.revision, offline=args.offline, device=args.device or "auto",
+                              progress=_progress_bar(), threads=args.threads, backend=args.backend or "auto")
+    if _merge_option(args) is not None and hasattr(engine.backend, "merge"):  # the llamacpp backend
+        engine.backend.merge = engine.backend.merge_wait = _merge_option(args)  # a one-shot command waits
+    return engine
 
 
 def _store(args: argparse.Namespace) -> Any:

@@ -46,6 +46,7 @@ class Options:
     endpoint: str | None = None  # the openai backend's server
     api_key: str | None = None
     preload: bool = True  # load the model in the background after `initialized`
+    llamacpp_merge: bool | None = None  # merged routes on the llamacpp backend (setting llamacppMerge)
 
 
 class ServerBase(LanguageServer):

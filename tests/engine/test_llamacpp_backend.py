@@ -364,3 +364,13 @@ def test_merge_setting_is_validated_and_defaults_as_the_backend() -> None:
     assert validate("llamacppMerge", False) == (False, None)
     assert validate("llamacppMerge", "yes")[0] is None
     assert "llamacppMerge" not in RELOAD  # applied per completion, no reload
+
+
+def test_merge_command_line_option_reaches_the_server_options() -> None:
+    from mole_lsp.cli import build_parser
+    from mole_lsp.cli_commands import server_options
+
+    parse = build_parser().parse_args
+    assert server_options(parse(["--llamacpp-merge", "off", "serve"])).llamacpp_merge is False
+    assert server_options(parse(["serve", "--llamacpp-merge", "on"])).llamacpp_merge is True
+    assert server_options(parse(["serve"])).llamacpp_merge is None  # the setting's default then
