@@ -93,7 +93,7 @@ def engine(info: Any, backend: str, packs: Path | None, threads: int | None, mer
     if e.backend.name != backend:
         raise SystemExit(f"{backend} backend unavailable: {e.backend_reason}")
     if backend == "llamacpp":
-        e.backend.merge = merge_dir is not None
+        e.backend.merge = e.backend.merge_wait = merge_dir is not None  # every merged file before use
         if merge_dir is not None:
             e.backend.merge_dir = merge_dir
     e.calls = []
