@@ -323,8 +323,14 @@ _METRICS: tuple[tuple[str, str, Callable[[Sequence[Mapping[str, Any]]], str]], .
 
 def render_report(rows: Sequence[Mapping[str, Any]], settings: Sequence[str] = (), meta: Sequence[str] = ()) -> str:
     """Markdown tables: one per metric (languages as rows, settings as columns, ``all`` pooled), and
-    exact match by kind."""
+    exact match by kind, over the positions every setting was asked (so settings are compared on the
+    same cursors; a run cut short or grown with ``--append`` does not skew the comparison)."""
     names = list(dict.fromkeys([*settings, *(r["setting"] for r in rows)]))
+    kept_rows = common_positions(rows)
+    if len(kept_rows) < len(rows):
+        meta = [*meta, f"compared on the {len(kept_rows) // max(1, len(names))} positions every setting has "
+                       f"({len(rows) - len(kept_rows)} rows of positions only some settings have are left out)"]
+    rows = kept_rows
     languages = list(dict.fromkeys(r["language"] for r in rows))
     cells: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -350,6 +356,17 @@ def render_report(rows: Sequence[Mapping[str, Any]], settings: Sequence[str] = (
     table("Exact match by cursor kind (mid-line / line start)", _METRICS[0][2], by_kind)
     lines += _seed_tables(cells, names, [*languages, "all"])
     return "\n".join(lines)
+
+
+def common_positions(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows whose position (language, file, line, column, kind) every setting in ``rows`` has."""
+    have: dict[str, set[tuple[Any, ...]]] = {}
+    for r in rows:
+        have.setdefault(r["setting"], set()).add(_key("", r)[1:])
+    if len(have) < 2:
+        return list(rows)
+    shared = set.intersection(*have.values())
+    return [r for r in rows if _key("", r)[1:] in shared]
 
 
 _SEEDED = re.compile(r"^(?P<method>.+?)[-_.](?:s|seed)(?P<seed>\d+)$")

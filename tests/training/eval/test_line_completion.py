@@ -171,15 +171,32 @@ def test_command_line_end_to_end(tmp_path: Path, tiny_world, capsys) -> None:  #
 def test_report_groups_seeds_of_one_method() -> None:
     from training.eval.line_completion import render_report
 
-    def row(setting: str, exact: bool, language: str = "python") -> dict:
-        return {"setting": setting, "language": language, "kind": "mid", "exact": exact, "edit_sim": 0.5,
-                "kept": 3, "truth_chars": 6, "ms": 10.0}
+    def row(setting: str, exact: bool, line: int, language: str = "python") -> dict:
+        return {"setting": setting, "language": language, "file": "a.py", "line": line, "col": 4, "kind": "mid",
+                "exact": exact, "edit_sim": 0.5, "kept": 3, "truth_chars": 6, "ms": 10.0}
 
-    rows = [row("No-FT", False), row("No-FT", True), row("mole-s42", True), row("mole-s42", True),
-            row("mole-s43", True), row("mole-s43", False), row("alllang_seed1", False), row("alllang_seed1", False)]
+    rows = [row("No-FT", False, 1), row("No-FT", True, 2), row("mole-s42", True, 1), row("mole-s42", True, 2),
+            row("mole-s43", True, 1), row("mole-s43", False, 2), row("alllang_seed1", False, 1),
+            row("alllang_seed1", False, 2)]
     report = render_report(rows)
     assert "| language | n | No-FT | mole-s42 | mole-s43 | alllang_seed1 |" in report
     assert "| python | 2 | 0.500 | 1.000 | 0.500 | 0.000 |" in report
     assert "| language | No-FT (1) | mole (2) | alllang (1) |" in report
     assert "| python | 0.500 | 0.750 ± 0.250 | 0.000 |" in report  # exact match: mean ± half the range
     assert "mean over seeds" not in render_report([r for r in rows if r["setting"] != "mole-s43"])
+
+
+def test_report_compares_settings_on_the_positions_they_all_have() -> None:
+    from training.eval.line_completion import render_report
+
+    def row(setting: str, exact: bool, line: int) -> dict:
+        return {"setting": setting, "language": "go", "file": "a.go", "line": line, "col": 0, "kind": "start",
+                "exact": exact, "edit_sim": 1.0 if exact else 0.0, "kept": 2, "truth_chars": 4, "ms": 5.0}
+
+    # No-FT was asked 4 positions (a longer run), mole 2 of them: both are scored on those 2.
+    rows = [row("No-FT", True, 1), row("No-FT", False, 2), row("No-FT", True, 3), row("No-FT", True, 4),
+            row("mole", True, 1), row("mole", True, 2)]
+    report = render_report(rows)
+    assert "| go | 2 | 0.500 | 1.000 |" in report
+    assert "compared on the 2 positions every setting has (2 rows" in report
+    assert "| go | 4 | 0.750 |" in render_report(rows[:4])
