@@ -44,7 +44,9 @@ LORA_DTYPE = "f32"  # the adapters' tensor type; f16 measured no faster (the cos
 MAX_CTX = 8192
 MAX_MERGED = 1  # merged models kept loaded: each costs a model as large as the base plus its own KV cache
 MERGED_CTX = 4096  # a merged model's context (a completion's prompt and output); longer ones move to the base
-MERGE = True  # merged routes by default (the llamacppMerge setting): bench/RESULTS.md "bench_backends"
+# Merged routes by default? (the llamacppMerge setting) Not yet: on the quick-start Q4_1 base they decode at the
+# bare base's speed, but requantizing W + delta to Q4_1 costs agreement (bench/RESULTS.md "bench_backends").
+MERGE = False
 
 
 def available() -> bool:
