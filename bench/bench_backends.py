@@ -200,7 +200,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--speed-only", action="store_true", help="skip the logit comparison")
     ap.add_argument("--lora-dtype", choices=("f32", "f16"), help="adapter tensor type (default: the backend's)")
+    ap.add_argument("--merged-type", help="merged tensors' ggml type, e.g. Q8_0 (default: each base tensor's own)")
+    ap.add_argument("--merged-only", action="store_true", help="compare only the merged path (no floor, no LoRA)")
     args = ap.parse_args()
+    llamacpp.MERGED_TYPE = args.merged_type
     if not args.gguf.is_file():
         raise SystemExit(f"{args.gguf} not found")
     if args.lora_dtype:
@@ -219,9 +222,13 @@ def main() -> None:
         raise SystemExit(f"the python route cannot be merged: {merged.backend.merge_off}")
     write_s = time.perf_counter() - t0
     variants = {"bare base": [("", None)], "with adapters": [(", LoRA", None), (", merged", work / "merged")]}
+    if args.merged_only:
+        variants = {"bare base": [], "with adapters": [(", merged", work / "merged")]}
     for name, p in (("bare base", None), ("with adapters", packs)):
         if args.speed_only:
             break
+        if not variants[name]:
+            continue
         ref = reference_calls(engine(info, "torch", p, threads), reqs)
         for suffix, merge_dir in variants[name]:
             c = merged if merge_dir is not None else engine(info, "llamacpp", p, threads)
@@ -255,7 +262,7 @@ def main() -> None:
           f"written in {write_s:.1f} s (once per route content), loaded in {1e3 * (b.merge_load_s or 0):.0f} ms")
     print(f"threads {threads}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"context {len(prompt)} tokens, packs {'given' if args.packs else 'synthetic'}, "
-          f"adapters {llamacpp.LORA_DTYPE}")
+          f"adapters {llamacpp.LORA_DTYPE}, merged tensors {args.merged_type or 'as the base'}")
 
 if __name__ == "__main__":
     main()

@@ -374,3 +374,13 @@ def test_merge_command_line_option_reaches_the_server_options() -> None:
     assert server_options(parse(["--llamacpp-merge", "off", "serve"])).llamacpp_merge is False
     assert server_options(parse(["serve", "--llamacpp-merge", "on"])).llamacpp_merge is True
     assert server_options(parse(["serve"])).llamacpp_merge is None  # the setting's default then
+
+
+def test_merged_tensors_in_another_type_are_a_rewritten_gguf(world: World, floor: float) -> None:
+    lora, merged = world.engine("llamacpp", kv=False), _merged_engine(world, kv=False)
+    merged.backend.merge_type = "F16"  # the tiny base's FFN is Q8_0: every metadata field and tensor copied
+    rl, rm = _run((lora, merged), "complete", DOC, "", "python", max_new_tokens=12, context_tokens=256)
+    path = merged.backend.merged_path("python")
+    assert path is not None and path.stat().st_size > world.info.gguf_path.stat().st_size
+    assert merged.backend.seq_for(["python"]).route == "python"
+    assert rm.text == rl.text and _diff(lora, merged) <= floor

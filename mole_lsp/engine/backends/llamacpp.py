@@ -47,6 +47,7 @@ MERGED_CTX = 4096  # a merged model's context (a completion's prompt and output)
 # Merged routes by default? (the llamacppMerge setting) Not yet: on the quick-start Q4_1 base they decode at the
 # bare base's speed, but requantizing W + delta to Q4_1 costs agreement (bench/RESULTS.md "bench_backends").
 MERGE = False
+MERGED_TYPE: str | None = None  # the merged tensors' ggml type (e.g. "Q8_0"); None: each base tensor's own
 
 
 def available() -> bool:
@@ -119,6 +120,7 @@ class LlamaCppBackend(Backend):
         # Whether a request waits for its route's merged file to be written (seconds, once per route
         # content); else it runs with the LoRA adapter while the file is written in the background.
         self.merge_wait = False
+        self.merge_type = MERGED_TYPE
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mole-merge")
         self._writing: dict[str, Future[Path | None]] = {}
         self.heads = (n_head, n_head_kv)
@@ -250,7 +252,7 @@ class LlamaCppBackend(Backend):
             if self._gguf_sha is None:
                 self._gguf_sha = sha256_file(self.gguf)
             args = (self.gguf, self._gguf_sha, factors, route, self.merge_dir)
-            kw = {"n_head": self.heads[0], "n_head_kv": self.heads[1]}
+            kw = {"n_head": self.heads[0], "n_head_kv": self.heads[1], "qtype": self.merge_type}
             path = merged_file(*args, **kw, write=False)
             if path is not None:
                 self._merged_files[route] = path

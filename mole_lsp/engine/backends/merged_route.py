@@ -53,13 +53,16 @@ def can_requantize(qtype: object) -> bool:
 
 
 def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
-                 n_head: int | None, n_head_kv: int | None) -> None:
+                 n_head: int | None, n_head_kv: int | None, qtype: str | None = None) -> None:
     """Write ``base`` with ``W + B A`` in every tensor ``factors`` adapts (HF module -> (A [r, in], B [out, r])),
-    each requantized to its own type: the file keeps the base's metadata, layout and size, so the new
-    tensors are written in place over a copy."""
+    quantized to ``qtype`` (a ggml type name, e.g. ``Q8_0``) or, when None, to each tensor's own type: then
+    the file keeps the base's layout and size, and the new tensors are written in place over a copy."""
     import gguf
     from gguf import quants
 
+    target = gguf.GGMLQuantizationType[qtype.upper()] if qtype else None
+    if target is not None and not can_requantize(target):
+        raise MergeUnsupported(f"the gguf package cannot quantize to {qtype}")
     reader = gguf.GGUFReader(str(base))
     tensors = {t.name: t for t in reader.tensors}
     plan = []
@@ -77,13 +80,13 @@ def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, t
                     raise ValueError(f"{module}: q/k deltas need n_head and n_head_kv (llama.cpp row order)")
                 delta = _permute_rows(delta, heads)
         plan.append((t, delta))
+    if target is not None and any(t.tensor_type != target for t, _ in plan):
+        _rewrite(reader, out, {t.name: quants.quantize(_summed(t, delta), target) for t, delta in plan}, target)
+        return
     shutil.copyfile(base, out)
     with open(out, "r+b") as fh:
         for t, delta in plan:
-            w = quants.dequantize(np.asarray(t.data), t.tensor_type)
-            if w.shape != delta.shape:
-                raise ValueError(f"{t.name}: base {w.shape} vs delta {delta.shape}")
-            data = quants.quantize((w.astype(np.float32) + delta).astype(np.float32), t.tensor_type)
+            data = quants.quantize(_summed(t, delta), t.tensor_type)
             if data.nbytes != t.n_bytes:
                 raise ValueError(f"{t.name}: requantized to {data.nbytes} bytes, the base has {t.n_bytes}")
             fh.seek(t.data_offset)
@@ -91,13 +94,50 @@ def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, t
     del reader
 
 
+def _summed(t: object, delta: np.ndarray) -> np.ndarray:
+    """The base tensor ``t`` (a gguf ReaderTensor) dequantized, plus ``delta``, in fp32."""
+    from gguf import quants
+
+    w = quants.dequantize(np.asarray(t.data), t.tensor_type)  # type: ignore[attr-defined]
+    if w.shape != delta.shape:
+        raise ValueError(f"{t.name}: base {w.shape} vs delta {delta.shape}")  # type: ignore[attr-defined]
+    return (w.astype(np.float32) + delta).astype(np.float32)
+
+
+def _rewrite(reader: object, out: Path, new: dict[str, np.ndarray], qtype: object) -> None:
+    """A copy of the GGUF ``reader`` reads (every metadata field, every tensor) with the tensors ``new``
+    (name -> data quantized to ``qtype``) in place of the base's (as gguf's own gguf_new_metadata copies)."""
+    import gguf
+
+    r: gguf.GGUFReader = reader  # type: ignore[assignment]
+    arch = r.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(str(out), arch, endianess=r.endianess)
+    for field in r.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for t in r.tensors:
+        data = new.get(t.name, t.data)
+        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes,
+                               qtype if t.name in new else t.tensor_type)  # type: ignore[arg-type]
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in r.tensors:
+        writer.write_tensor_data(new.get(t.name, t.data), tensor_endianess=r.endianess)
+    writer.close()
+
+
 def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], route: str,
-                root: Path, *, n_head: int | None, n_head_kv: int | None, write: bool = True) -> Path | None:
+                root: Path, *, n_head: int | None, n_head_kv: int | None, qtype: str | None = None,
+                write: bool = True) -> Path | None:
     """The GGUF of ``base`` with ``route``'s factors folded in, under ``root``: written if missing or
     damaged (atomically), reused otherwise. None: no factors, or not there yet and not ``write``."""
     if not factors:
         return None
-    key = factors_sha256(f"merged:{FORMAT}:{base_sha256}:{route}", factors)
+    key = factors_sha256(f"merged:{FORMAT}:{base_sha256}:{route}:{qtype or 'same'}", factors)
     path = root / f"{key[:32]}.gguf"
     meta_path = path.with_suffix(".json")
     if _good(path, meta_path, key):
@@ -110,14 +150,15 @@ def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Ten
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=root)
     os.close(fd)
     try:
-        write_merged(base, Path(tmp), factors, n_head=n_head, n_head_kv=n_head_kv)
+        write_merged(base, Path(tmp), factors, n_head=n_head, n_head_kv=n_head_kv, qtype=qtype)
         digest = sha256_file(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    atomic_write_json(meta_path, {"key": key, "route": route, "base_sha256": base_sha256, "sha256": digest},
+    atomic_write_json(meta_path, {"key": key, "route": route, "base_sha256": base_sha256, "qtype": qtype,
+                                  "sha256": digest},
                       mode=0o644)
     _verified[path] = _stat(path)
     _prune(root, keep=path)
