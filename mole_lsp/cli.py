@@ -68,7 +68,7 @@ def _global_options(p: argparse.ArgumentParser, top: bool) -> None:
                    "llama-cpp-python is installed, else torch; openai = a remote server, serve only)")
     g.add_argument("--llamacpp-merge", default=d, choices=("on", "off"),
                    help="llamacpp backend: completions on the base GGUF with their route merged into the weights "
-                   "(default: off; the editor setting llamacppMerge wins)")
+                   "(default: on; the editor setting llamacppMerge wins)")
     g.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                    help="log more (to stderr)")
 

@@ -127,7 +127,7 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "debounceMs": (int, 150, "Wait this long after the last edit before generating (0-5000)."),
     "kvCacheMB": (int, 256, "Memory for the KV caches of recent prompts, reused by the next request; 0 = off (0-65536)."),
     "multiLineTimeMs": (int, 1000, "Time budget of a multi-line completion: whole lines so far are shown; 0 = none (0-60000)."),
-    "llamacppMerge": (bool, False, "llamacpp backend: a completion runs on a copy of the base GGUF with its language's route folded into the weights (written once per route in the background; no LoRA work per token) instead of the base with a LoRA adapter."),
+    "llamacppMerge": (bool, True, "llamacpp backend: a completion runs on a copy of the base GGUF with its language's route folded into the weights (coarser tensors as Q8_0; written once per route in the background; no LoRA work per token) instead of the base with a LoRA adapter."),
     "reuseSuggestions": (bool, True, "Typing the start of the last suggestion shows the rest at once, without the model."),
     "enable": (dict, {"*": True}, "Per VS Code languageId on/off map; '*' is the default."),
     "offline": (bool, False, "Never touch the network: cached packs only."),

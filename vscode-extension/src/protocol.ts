@@ -208,7 +208,7 @@ export const SERVER_SETTING_DEFAULTS: Required<ServerSettings> = {
   debounceMs: 150,
   kvCacheMB: 256,
   multiLineTimeMs: 1000,
-  llamacppMerge: false,
+  llamacppMerge: true,
   reuseSuggestions: true,
   enable: { '*': true },
   offline: false,

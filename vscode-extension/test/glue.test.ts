@@ -296,7 +296,7 @@ describe('extension glue (fake vscode, fake server)', { skip: process.platform =
       debounceMs: 150,
       kvCacheMB: 256,
       multiLineTimeMs: 1000,
-      llamacppMerge: false,
+      llamacppMerge: true,
       reuseSuggestions: true,
       enable: { '*': true, markdown: false },
       offline: false,

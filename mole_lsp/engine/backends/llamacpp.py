@@ -44,10 +44,11 @@ LORA_DTYPE = "f32"  # the adapters' tensor type; f16 measured no faster (the cos
 MAX_CTX = 8192
 MAX_MERGED = 1  # merged models kept loaded: each costs a model as large as the base plus its own KV cache
 MERGED_CTX = 4096  # a merged model's context (a completion's prompt and output); longer ones move to the base
-# Merged routes by default? (the llamacppMerge setting) Not yet: on the quick-start Q4_1 base they decode at the
-# bare base's speed, but requantizing W + delta to Q4_1 costs agreement (bench/RESULTS.md "bench_backends").
-MERGE = False
-MERGED_TYPE: str | None = None  # the merged tensors' ggml type (e.g. "Q8_0"); None: each base tensor's own
+# Merged routes by default (the llamacppMerge setting): on the quick-start Q4_1 base they decode at the bare
+# base's speed, at the bare floor with the merged tensors in Q8_0 (bench/RESULTS.md "bench_backends"; back in
+# Q4_1 they cost agreement).
+MERGE = True
+MERGED_TYPE: str | None = "Q8_0"  # merged tensors coarser than this are written in it; None: each tensor's own
 
 
 def available() -> bool:

@@ -4,14 +4,17 @@ A LoRA adapter costs llama.cpp two extra products per adapted linear at every de
 rank (bench/bench_backends.py: the quick-start base decodes at 0.6x with one route adapter). A route that
 a whole request runs through (a completion: every position is the document language's code) can run on a
 model whose adapted weights are ``W + B A`` instead: the base tensor is dequantized with the ``gguf``
-package, the route's delta added in fp32 and the sum quantized back to the tensor's own type (so the file
-has the base's layout and size, and decodes at the bare base's speed). Requantizing ``W + delta`` is a new
-rounding the LoRA path does not have; bench/bench_backends.py measures what it costs.
+package, the route's delta added in fp32 and the sum quantized again, which decodes at the bare base's
+speed. Requantizing ``W + delta`` is a new rounding the LoRA path does not have: back to the base's Q4_1 it
+costs agreement (median |logit difference| 4x the bare floor, bench/RESULTS.md), so tensors coarser than
+``qtype`` (the backend's default: Q8_0) are written in it (at the floor; the quick-start file a third
+larger, still the bare base's speed); finer ones keep their type. Base types the gguf package cannot
+quantize (K-quants, IQ) are written in ``qtype`` too.
 
 Files are cached under ``<cache>/gguf-merged/`` keyed by the sha256 of the route's factors (as loaded from
 the verified packs) and of the base GGUF file; each file's own sha256 is recorded beside it and checked
 before first use in a process, like a pack file: a damaged or modified file is written again. Only the
-:data:`KEEP` most recently used files are kept (each is as large as the base).
+:data:`KEEP` most recently used files are kept (each about as large as the base).
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def can_requantize(qtype: object) -> bool:
 def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
                  n_head: int | None, n_head_kv: int | None, qtype: str | None = None) -> None:
     """Write ``base`` with ``W + B A`` in every tensor ``factors`` adapts (HF module -> (A [r, in], B [out, r])),
-    quantized to ``qtype`` (a ggml type name, e.g. ``Q8_0``) or, when None, to each tensor's own type: then
-    the file keeps the base's layout and size, and the new tensors are written in place over a copy."""
+    quantized to each tensor's own type, or to ``qtype`` (a ggml type name, e.g. ``Q8_0``) where that has
+    more bits per weight (a Q4_1 tensor becomes Q8_0, an F16 one stays F16). When every tensor keeps its
+    type the file keeps the base's layout and size, and the new tensors are written in place over a copy."""
     import gguf
     from gguf import quants
 
@@ -71,8 +75,6 @@ def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, t
         t = tensors.get(name)
         if t is None:
             raise ValueError(f"{base.name} has no tensor {name} for {module}")
-        if not can_requantize(t.tensor_type):
-            raise MergeUnsupported(f"{name} is {t.tensor_type.name}, which the gguf package cannot quantize")
         delta = (b.double() @ a.double()).float().numpy()
         for proj, heads in (("attn_q", n_head), ("attn_k", n_head_kv)):
             if f".{proj}." in name:
@@ -80,8 +82,14 @@ def write_merged(base: Path, out: Path, factors: dict[str, tuple[torch.Tensor, t
                     raise ValueError(f"{module}: q/k deltas need n_head and n_head_kv (llama.cpp row order)")
                 delta = _permute_rows(delta, heads)
         plan.append((t, delta))
-    if target is not None and any(t.tensor_type != target for t, _ in plan):
-        _rewrite(reader, out, {t.name: quants.quantize(_summed(t, delta), target) for t, delta in plan}, target)
+    types = {t.name: target if target is not None and _bits(target) > _bits(t.tensor_type) else t.tensor_type
+             for t, _ in plan}
+    for t, _ in plan:
+        if not can_requantize(types[t.name]):
+            raise MergeUnsupported(f"{t.name} is {t.tensor_type.name}, which the gguf package cannot quantize")
+    if any(types[t.name] != t.tensor_type for t, _ in plan):
+        _rewrite(reader, out, {t.name: (quants.quantize(_summed(t, delta), types[t.name]), types[t.name])
+                               for t, delta in plan})
         return
     shutil.copyfile(base, out)
     with open(out, "r+b") as fh:
@@ -104,9 +112,17 @@ def _summed(t: object, delta: np.ndarray) -> np.ndarray:
     return (w.astype(np.float32) + delta).astype(np.float32)
 
 
-def _rewrite(reader: object, out: Path, new: dict[str, np.ndarray], qtype: object) -> None:
+def _bits(qtype: object) -> float:
+    """Bits per weight of a ggml type."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    block, size = GGML_QUANT_SIZES[qtype]  # type: ignore[index]
+    return 8 * size / block
+
+
+def _rewrite(reader: object, out: Path, new: dict[str, tuple[np.ndarray, object]]) -> None:
     """A copy of the GGUF ``reader`` reads (every metadata field, every tensor) with the tensors ``new``
-    (name -> data quantized to ``qtype``) in place of the base's (as gguf's own gguf_new_metadata copies)."""
+    (name -> (data, its ggml type)) in place of the base's (as gguf's own gguf_new_metadata copies)."""
     import gguf
 
     r: gguf.GGUFReader = reader  # type: ignore[assignment]
@@ -118,15 +134,14 @@ def _rewrite(reader: object, out: Path, new: dict[str, np.ndarray], qtype: objec
         kind = field.types[0]
         writer.add_key_value(field.name, field.contents(), kind,
                              sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
-    for t in r.tensors:
-        data = new.get(t.name, t.data)
-        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes,
-                               qtype if t.name in new else t.tensor_type)  # type: ignore[arg-type]
+    tensors = [(t.name, *new.get(t.name, (t.data, t.tensor_type))) for t in r.tensors]
+    for name, data, qtype in tensors:
+        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, qtype)  # type: ignore[arg-type]
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for t in r.tensors:
-        writer.write_tensor_data(new.get(t.name, t.data), tensor_endianess=r.endianess)
+    for _, data, _ in tensors:
+        writer.write_tensor_data(data, tensor_endianess=r.endianess)
     writer.close()
 
 
