@@ -14,8 +14,8 @@
    Reported: max and median |logit difference| and the share of positions whose greedy token agrees.
    Both ways the llama.cpp backend runs a route: as one GGUF LoRA adapter on the base ("LoRA"), and, for a
    request whose positions all take one route (the completions), on a copy of the base GGUF with the
-   route folded into its weights and requantized to each tensor's type ("merged", backends/merged_route.py;
-   the mixed prompt still takes the LoRA path there).
+   route folded into its weights, requantized (as Q8_0 where the base is coarser; ``--merged-type``)
+   ("merged", backends/merged_route.py; the mixed prompt still takes the LoRA path there).
 3. Decode speed: tokens/s of single-token decodes after a ``--context``-token prompt, on the llama.cpp
    backend with the python expert's route as a LoRA adapter and merged, vs the same backend on the bare
    base (no adapters) vs llama-cpp-python's own ``Llama.eval`` on the bare base. Plus the merged file's
@@ -200,10 +200,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--speed-only", action="store_true", help="skip the logit comparison")
     ap.add_argument("--lora-dtype", choices=("f32", "f16"), help="adapter tensor type (default: the backend's)")
-    ap.add_argument("--merged-type", help="merged tensors' ggml type, e.g. Q8_0 (default: each base tensor's own)")
+    ap.add_argument("--merged-type", help="ggml type of merged tensors coarser than it, e.g. Q8_0 (default: the "
+                    "backend's), or 'same': each base tensor's own")
     ap.add_argument("--merged-only", action="store_true", help="compare only the merged path (no floor, no LoRA)")
     args = ap.parse_args()
-    llamacpp.MERGED_TYPE = args.merged_type
+    if args.merged_type:
+        llamacpp.MERGED_TYPE = None if args.merged_type == "same" else args.merged_type
     if not args.gguf.is_file():
         raise SystemExit(f"{args.gguf} not found")
     if args.lora_dtype:
@@ -262,7 +264,7 @@ def main() -> None:
           f"written in {write_s:.1f} s (once per route content), loaded in {1e3 * (b.merge_load_s or 0):.0f} ms")
     print(f"threads {threads}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"context {len(prompt)} tokens, packs {'given' if args.packs else 'synthetic'}, "
-          f"adapters {llamacpp.LORA_DTYPE}, merged tensors {args.merged_type or 'as the base'}")
+          f"adapters {llamacpp.LORA_DTYPE}, merged tensors {llamacpp.MERGED_TYPE or 'as the base'}")
 
 if __name__ == "__main__":
     main()
