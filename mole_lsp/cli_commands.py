@@ -86,8 +86,10 @@ def _engine(args: argparse.Namespace) -> Any:
     engine = Engine.from_spec(args.base_model, cache_dir=args.cache_dir, pack_repo=args.pack_repo,
                               revision=args.revision, offline=args.offline, device=args.device or "auto",
                               progress=_progress_bar(), threads=args.threads, backend=args.backend or "auto")
-    if _merge_option(args) is not None and hasattr(engine.backend, "merge"):  # the llamacpp backend
-        engine.backend.merge = engine.backend.merge_wait = _merge_option(args)  # a one-shot command waits
+    if hasattr(engine.backend, "merge"):  # the llamacpp backend (engine/backends/merged_route.py)
+        engine.backend.merge_wait = True  # a one-shot command writes a route's merged file before use, not at exit
+        if _merge_option(args) is not None:
+            engine.backend.merge = _merge_option(args)
     return engine
 
 

@@ -384,3 +384,18 @@ def test_merged_tensors_in_another_type_are_a_rewritten_gguf(world: World, floor
     assert path is not None and path.stat().st_size > world.info.gguf_path.stat().st_size
     assert merged.backend.seq_for(["python"]).route == "python"
     assert rm.text == rl.text and _diff(lora, merged) <= floor
+
+
+def test_complete_command_runs_on_the_merged_route(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from mole_lsp.cli import main
+
+    monkeypatch.setenv("MOLE_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "a.py"
+    src.write_text(DOC)
+    common = ["--base-model", str(world.info.gguf_path), "--pack-repo", str(world.packs), "--offline"]
+    for merge in (["--llamacpp-merge", "off"], []):  # off, then the default (on)
+        assert main([*common, *merge, "complete", str(src), "--line", "9", "--col", "1", "--max-new-tokens", "4"]) == 0
+        written = list((tmp_path / "cache" / "gguf-merged").glob("*.gguf"))
+        assert len(written) == (not merge)  # waited for and used, not written in the background at exit
+    capsys.readouterr()
