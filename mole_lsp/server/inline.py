@@ -103,9 +103,10 @@ async def complete_at(ls: MoleServer, uri: str, position: types.Position, kind: 
 
         def run(engine, token):  # on the model thread
             engine.kv.max_bytes = s.kvCacheMB << 20
-            if hasattr(engine.backend, "merge"):  # the llamacpp backend (engine/backends/merged_route.py)
+            backend = getattr(engine, "backend", None)  # a remote engine (engine/remote.py) has none
+            if hasattr(backend, "merge"):  # the llamacpp backend (engine/backends/merged_route.py)
                 given = ls.options.llamacpp_merge  # the command line, unless the editor sent the setting
-                engine.backend.merge = s.llamacppMerge if given is None or "llamacppMerge" in s.sent else given
+                backend.merge = s.llamacppMerge if given is None or "llamacppMerge" in s.sent else given
             return engine.complete(prefix, suffix, language, max_new_tokens=s.maxNewTokens,
                                    context_tokens=s.contextTokens, cancel=token, cache_key=uri,
                                    multi_line_ms=s.multiLineTimeMs or None)
