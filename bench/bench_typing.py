@@ -59,7 +59,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-from bench_server import Bench  # noqa: E402
+from bench_server import Bench, _rss_mb  # noqa: E402
 from lsprotocol import types  # noqa: E402
 from pygls.exceptions import JsonRpcRequestCancelled  # noqa: E402
 
@@ -368,10 +368,16 @@ async def run_lsp(replays: list[Replay], args: argparse.Namespace, packs: str | 
                               "backend": backend}, docs)
     await user.start()
     out: list[Outcome] = []
+    rss: list[float] = []  # the server's RSS after each file's replay (the first: model and expert loaded)
     for r in replays:
         out += await user.replay(r)
+        rss.append(_rss_mb(user.pid))
     await user.stop()
+    RSS[f"{backend} {'core + expert' if packs else 'base only'}"] = rss
     return out
+
+
+RSS: dict[str, list[float]] = {}  # configuration -> server RSS (MB) after each file, for the memory goal
 
 
 async def run_anchor(replays: list[Replay], args: argparse.Namespace) -> list[Outcome]:
@@ -423,8 +429,15 @@ async def main_async(args: argparse.Namespace) -> str:
     min_prefix = args.context * 5  # about 5 characters per token of code: a full context window
     replays = []
     for lang in args.languages.split(","):
-        for path in pick_files(lang, args.files, rng, min_prefix):
-            replays.append(build_replay(path, lang, args.lines, args.cps, rng, min_prefix))
+        want, tries = args.files, 0
+        while want and tries < 20:  # a file without a run of --lines code lines is replaced by another
+            tries += 1
+            for path in pick_files(lang, want, rng, min_prefix):
+                try:
+                    replays.append(build_replay(path, lang, args.lines, args.cps, rng, min_prefix))
+                    want -= 1
+                except IndexError:
+                    continue
     print("files:", ", ".join(f"{r.language}:{r.name}" for r in replays), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="mole-typing-"))
     rows: dict[str, dict[str, float]] = {}
@@ -454,6 +467,9 @@ async def main_async(args: argparse.Namespace) -> str:
         text += f"| {name} | " + " | ".join(
             f"{by[lg]['p50']:.0f} / {by[lg]['p90']:.0f} / {by[lg]['shown']:.0%} / {by[lg]['chars_per_key']:.2f}"
             for lg in langs) + " |\n"
+    text += "\nServer RSS after the first file's replay → after the last (memory goal: within 100 MB):\n\n"
+    for name, rss in RSS.items():
+        text += f"- {name}: {rss[0]:.0f} MB → {rss[-1]:.0f} MB ({rss[-1] - rss[0]:+.0f} MB, max {max(rss):.0f} MB)\n"
     typed = sum(len(k.text) for r in replays for k in r.keys)
     text += ("\nfiles: " + ", ".join(f"{r.language}:{r.name}" for r in replays) + "\n\n"
              f"replay: {typed} characters in {sum(r.keys[-1].at for r in replays):.0f} s of typing "
