@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,23 @@ from mole_lsp.io import atomic_write_json, read_json_object, sha256_file
 RESIDUAL = "res"  # the low-rank components the core removed from W (applied with scale -1)
 GENERIC = "generic"  # the generic expert of code without an expert (rows of the residual, see core/layer.py)
 FORMAT = 1  # bump when the written files change for the same factors
+
+
+def write_gguf_file(path: Path, write: Callable[[Path], None]) -> str:
+    """Write a cached GGUF through ``write`` into a temporary file beside ``path``, then move it in place
+    (a reader never sees half a file); the file's sha256, for its metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        digest = sha256_file(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
 
 
 def part_factors(mole: Any, part: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -90,17 +108,7 @@ def adapter_file(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], part: st
     meta = read_json_object(meta_path)
     if meta and path.is_file() and meta.get("key") == key and sha256_file(path) == meta.get("sha256"):
         return path
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=root)
-    os.close(fd)
-    try:
-        write_gguf_lora(Path(tmp), factors, 0.0, arch=arch, name=f"mole {part}", n_head=n_head,
-                        n_head_kv=n_head_kv, dtype=dtype)
-        digest = sha256_file(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    digest = write_gguf_file(path, lambda tmp: write_gguf_lora(tmp, factors, 0.0, arch=arch, name=f"mole {part}",
+                                                              n_head=n_head, n_head_kv=n_head_kv, dtype=dtype))
     atomic_write_json(meta_path, {"key": key, "part": part, "sha256": digest}, mode=0o644)
     return path

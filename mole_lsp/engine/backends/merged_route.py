@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mole_lsp.engine.backends.lora_files import factors_sha256
+from mole_lsp.engine.backends.lora_files import factors_sha256, write_gguf_file
 from mole_lsp.export.gguf_lora import _permute_rows, gguf_tensor_name
 from mole_lsp.io import atomic_write_json, read_json_object, sha256_file
 
@@ -161,17 +160,8 @@ def merged_file(base: Path, base_sha256: str, factors: dict[str, tuple[torch.Ten
         return path
     if not write:
         return None
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".gguf", dir=root)
-    os.close(fd)
-    try:
-        write_merged(base, Path(tmp), factors, n_head=n_head, n_head_kv=n_head_kv, qtype=qtype)
-        digest = sha256_file(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    digest = write_gguf_file(path, lambda tmp: write_merged(base, tmp, factors, n_head=n_head, n_head_kv=n_head_kv,
+                                                            qtype=qtype))
     atomic_write_json(meta_path, {"key": key, "route": route, "base_sha256": base_sha256, "qtype": qtype,
                                   "sha256": digest},
                       mode=0o644)
